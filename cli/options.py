@@ -1,0 +1,61 @@
+"""Options and error handling shared by the commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from common.config import ConfigError, load_mapping
+
+
+class UsageFailure(click.ClickException):
+    """A user error: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file or sys.stderr)
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ConfigError/ValueError/OSError raised by a command into one clear line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, ValueError, OSError) as exc:
+            raise UsageFailure(str(exc)) from None
+
+    return wrapper
+
+
+def parse_exchange_config(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
+    """Click callback: ``--exchange-config FILE_OR_JSON`` -> dict."""
+    if not value:
+        return {}
+    try:
+        return load_mapping(value, "--exchange-config")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+exchange_config_option = click.option(
+    "--exchange-config",
+    "exchange_config",
+    callback=parse_exchange_config,
+    metavar="FILE_OR_JSON",
+    help="ccxt constructor config merged into the exchange's defaults (JSON text or a JSON/YAML file), "
+    "e.g. '{\"urls\": {\"api\": {\"ws\": \"ws://127.0.0.1:8801/ws/api/v2\"}}}'.",
+)
+
+redis_url_option = click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Redis URL (also $REDIS_URL). rediss:// for TLS; redis://user:password@host:port/db for ACLs.",
+)

@@ -1,0 +1,178 @@
+"""Versioned msgpack wire format of an order-book snapshot.
+
+One snapshot is one msgpack map (schema version ``SCHEMA_VERSION``)::
+
+    v        int     schema version (1)
+    exchange str     ccxt exchange id, e.g. "deribit"
+    symbol   str     ccxt unified symbol, e.g. "BTC/USD:BTC"
+    type     str     "future" | "swap" | "option" | "spot"
+    ts       int     exchange timestamp, milliseconds since the epoch (UTC)
+    recv_ns  int     local receive time, nanoseconds since the epoch
+    xseq     int|nil exchange sequence / nonce (deribit change_id, binance u, okx seqId)
+    seq      int     collector's per-symbol sequence number (+1 per published snapshot)
+    resync   bool    first snapshot after a (re)subscription: not continuous with the previous one
+    bids     bin     little-endian IEEE-754 float64 values, price,size interleaved, best first
+    asks     bin     same layout as bids
+
+Levels are packed as one float64 block because decoding it is ~10x cheaper than nested lists
+(see ``shared/notes/measured-limits.md``); any language reads it as a little-endian double array.
+Decoders ignore keys they do not know (forward compatible); anything that is not a valid snapshot
+raises :class:`CodecError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from itertools import chain
+from typing import Any, Iterable, Optional, Sequence
+
+import msgpack
+import numpy as np
+
+from common.model import OrderbookSnapshot, datetime_to_ms, ms_to_datetime
+
+SCHEMA_VERSION = 1
+_REQUIRED = ("exchange", "symbol", "ts", "seq", "bids", "asks")
+_LITTLE = sys.byteorder == "little"
+_FLOAT64 = np.dtype("<f8")
+
+
+class CodecError(ValueError):
+    """Raised for any input that is not a decodable snapshot (garbage, wrong types, missing fields)."""
+
+
+def pack_levels(levels: Iterable[Sequence[float]]) -> bytes:
+    """[[price, size], ...] -> little-endian float64 bytes (price,size interleaved)."""
+    block = array("d", chain.from_iterable((lvl[0], lvl[1]) for lvl in levels))
+    if not _LITTLE:
+        block.byteswap()
+    return block.tobytes()
+
+
+def unpack_levels(block: bytes) -> np.ndarray:
+    """Float64 block -> read-only ndarray of shape (n, 2)."""
+    if len(block) % 16:
+        raise CodecError(f"level block of {len(block)} bytes is not a whole number of [price, size] pairs")
+    return np.frombuffer(block, dtype=_FLOAT64).reshape(-1, 2)
+
+
+def encode_fields(
+    *,
+    exchange: str,
+    symbol: str,
+    market_type: str,
+    ts_ms: int,
+    recv_ns: int,
+    exchange_seq: Optional[int],
+    seq: int,
+    resync: bool,
+    bids: Iterable[Sequence[float]],
+    asks: Iterable[Sequence[float]],
+) -> bytes:
+    """Encode one snapshot from plain values (the producer's hot path: no dataclass needed)."""
+    return msgpack.packb(
+        {
+            "v": SCHEMA_VERSION,
+            "exchange": exchange,
+            "symbol": symbol,
+            "type": market_type,
+            "ts": int(ts_ms),
+            "recv_ns": int(recv_ns),
+            "xseq": None if exchange_seq is None else int(exchange_seq),
+            "seq": int(seq),
+            "resync": bool(resync),
+            "bids": pack_levels(bids),
+            "asks": pack_levels(asks),
+        },
+        use_bin_type=True,
+    )
+
+
+def encode(snapshot: OrderbookSnapshot) -> bytes:
+    """Encode an :class:`OrderbookSnapshot` to the wire format."""
+    return encode_fields(
+        exchange=snapshot.exchange,
+        symbol=snapshot.symbol,
+        market_type=snapshot.market_type,
+        ts_ms=datetime_to_ms(snapshot.timestamp),
+        recv_ns=snapshot.receive_ts_ns,
+        exchange_seq=snapshot.exchange_seq,
+        seq=snapshot.seq,
+        resync=snapshot.resync,
+        bids=snapshot.bids,
+        asks=snapshot.asks,
+    )
+
+
+def decode_fields(data: bytes) -> dict[str, Any]:
+    """Decode to a dict of wire fields with ``bids``/``asks`` as (n, 2) float64 arrays.
+
+    This is the consumers' fast path (no per-level Python objects). Unknown keys are kept out.
+    """
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise CodecError(f"not msgpack: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CodecError(f"expected a msgpack map, got {type(obj).__name__}")
+    missing = [key for key in _REQUIRED if key not in obj]
+    if missing:
+        raise CodecError(f"missing field(s): {', '.join(missing)}")
+    try:
+        out = {
+            "v": int(obj.get("v", SCHEMA_VERSION)),
+            "exchange": _text(obj, "exchange"),
+            "symbol": _text(obj, "symbol"),
+            "type": _text(obj, "type", "future"),
+            "ts": _int(obj, "ts"),
+            "recv_ns": _int(obj, "recv_ns", 0),
+            "xseq": None if obj.get("xseq") is None else _int(obj, "xseq"),
+            "seq": _int(obj, "seq"),
+            "resync": bool(obj.get("resync", False)),
+            "bids": unpack_levels(_bytes(obj, "bids")),
+            "asks": unpack_levels(_bytes(obj, "asks")),
+        }
+    except CodecError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"bad field value: {exc}") from None
+    return out
+
+
+def decode(data: bytes) -> OrderbookSnapshot:
+    """Decode wire bytes to an :class:`OrderbookSnapshot`."""
+    f = decode_fields(data)
+    return OrderbookSnapshot(
+        symbol=f["symbol"],
+        timestamp=ms_to_datetime(f["ts"]),
+        bids=f["bids"].tolist(),
+        asks=f["asks"].tolist(),
+        exchange=f["exchange"],
+        market_type=f["type"],
+        receive_ts_ns=f["recv_ns"],
+        exchange_seq=f["xseq"],
+        seq=f["seq"],
+        resync=f["resync"],
+    )
+
+
+def _text(obj: dict, key: str, default: Optional[str] = None) -> str:
+    value = obj.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise CodecError(f"field {key!r} must be a non-empty string, got {type(value).__name__}")
+    return value
+
+
+def _int(obj: dict, key: str, default: Optional[int] = None) -> int:
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CodecError(f"field {key!r} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def _bytes(obj: dict, key: str) -> bytes:
+    value = obj[key]
+    if not isinstance(value, (bytes, bytearray)):
+        raise CodecError(f"field {key!r} must be binary, got {type(value).__name__}")
+    return bytes(value)
