@@ -1,0 +1,1 @@
+"""Consumer workers over one shared consumer-group runner (``consumers.runner``)."""
