@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+pytest_plugins = ["tests.emulator_fixtures"]
+
 import pytest
 
 from tests.redis_server import RedisServer

@@ -1,0 +1,11 @@
+"""Exchange id -> emulator class. Adding an exchange = one module behind :class:`emulator.base.ExchangeEmulator`
+plus one line here."""
+
+from __future__ import annotations
+
+from emulator.base import ExchangeEmulator
+from emulator.deribit import DeribitEmulator
+
+EXCHANGES: dict[str, type[ExchangeEmulator]] = {
+    DeribitEmulator.name: DeribitEmulator,
+}
