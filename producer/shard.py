@@ -1,0 +1,241 @@
+"""The producer process: one shard (an exchange plus a symbol selection) streamed into Redis Streams.
+
+It streams books with :class:`~producer.collector.CCXTProCollector`, publishes every snapshot through
+:class:`~producer.publisher.RedisPublisher`, registers market metadata for consumers, refreshes the
+market list periodically (subscribes new instruments that match the selection, retires expired ones)
+and keeps a heartbeat/status hash alive in Redis for ``status`` tools. ``run()`` returns after a stop
+request with everything buffered flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+import redis.asyncio as aioredis
+
+from common.config import ConfigError, StreamConfig, check_exchange_id
+from common.streams import StreamKeys, shard_tag
+from producer.collector import CCXTProCollector
+from producer.publisher import RedisPublisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardConfig:
+    """Everything one producer process needs; loadable from YAML (``produce --config shard.yaml``)."""
+
+    exchange: str = "deribit"
+    shard: Optional[str] = None
+    futures: list[str] = field(default_factory=list)  # base currencies: all their futures + perpetuals
+    options: list[str] = field(default_factory=list)  # base currencies: their option chains
+    symbols: list[str] = field(default_factory=list)  # explicit symbols (unified or native ids)
+    expiry: Optional[str] = None  # options expiry filter (DEC26, 25DEC26, 2026-12-25)
+    option_type: Optional[str] = None  # C / P / call / put
+    limit: int = 20
+    exchange_config: dict[str, Any] = field(default_factory=dict)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ccxt"
+    maxlen: int = 100_000  # entries kept per symbol stream (approximate MAXLEN)
+    market_refresh: float = 300.0  # seconds between market reloads (0 disables)
+    heartbeat: float = 1.0  # seconds between status updates
+    stall_timeout: float = 30.0
+    reconnect_delay: float = 1.0
+    max_reconnect_attempts: int = 10
+
+    def __post_init__(self) -> None:
+        check_exchange_id(self.exchange)
+        for name in ("futures", "options", "symbols"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+            setattr(self, name, [v.strip() for v in value])
+        if not (self.futures or self.options or self.symbols):
+            raise ConfigError("nothing to stream: give --futures, --options and/or --symbols")
+        for name in ("limit", "maxlen"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("heartbeat", "stall_timeout", "reconnect_delay"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not self.shard:
+            self.shard = "-".join(sorted({c.lower() for c in self.futures + self.options})) or "main"
+
+    @property
+    def tag(self) -> str:
+        return shard_tag(self.exchange, self.shard)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], **overrides: Any) -> "ShardConfig":
+        """Build from a YAML/JSON mapping; ``overrides`` (CLI flags that were given) win."""
+        known = {f.name for f in fields(cls)}
+        unknown = [key for key in data if key.replace("-", "_") not in known]
+        if unknown:
+            hints = [
+                f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1)) else "")
+                for key in unknown
+            ]
+            raise ConfigError(f"unknown shard config key(s): {', '.join(hints)}")
+        merged = {key.replace("-", "_"): value for key, value in data.items()}
+        merged.update({k: v for k, v in overrides.items() if v not in (None, (), [], {})})
+        return cls(**merged)
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            exchange_id=self.exchange,
+            orderbook_limit=self.limit,
+            exchange_config=self.exchange_config,
+            store_snapshots=False,
+            stall_timeout=self.stall_timeout,
+            reconnect_delay=self.reconnect_delay,
+            max_reconnect_attempts=self.max_reconnect_attempts,
+        )
+
+
+class ProducerProcess:
+    """Runs one shard until stopped."""
+
+    def __init__(self, config: ShardConfig, redis: Optional[aioredis.Redis] = None) -> None:
+        self.config = config
+        self.keys = StreamKeys(config.key_prefix)
+        self.redis = redis or aioredis.from_url(config.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        self.collector = CCXTProCollector(config.stream_config())
+        self.publisher = RedisPublisher(self.redis, config.tag, keys=self.keys, maxlen=config.maxlen)
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._last_rate = (time.monotonic(), 0)
+
+    # ------------------------------------------------------------------------------------- lifecycle
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start streaming and publishing; on :meth:`stop`, unsubscribe, flush and return."""
+        self.collector.add_listener(self.publisher.publish)
+        publisher_task = asyncio.create_task(self.publisher.run(), name="publisher")
+        await self.collector.start()
+        try:
+            await self.sync_subscriptions()
+            log.info("%s: streaming %d symbols into Redis", self.config.tag, len(self.subscribed()))
+            tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
+            if self.config.market_refresh > 0:
+                tasks.append(asyncio.create_task(self._refresh_loop(), name="market-refresh"))
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await self.collector.stop()
+            self.publisher.close()
+            try:
+                await asyncio.wait_for(publisher_task, timeout=60)
+            except asyncio.TimeoutError:
+                log.error("%s: %d snapshots could not be flushed to Redis", self.config.tag, self.publisher.buffered)
+                publisher_task.cancel()
+            await self._write_status(alive=False)
+            log.info("%s: stopped; published %d snapshots", self.config.tag, self.publisher.stats.published)
+
+    # ------------------------------------------------------------------------------------- selection
+    def subscribed(self) -> set[str]:
+        return set(self.collector.subscribed_symbols())
+
+    def wanted(self) -> tuple[list[str], list[str]]:
+        """(futures, options) the shard's selection names right now (after the latest market load)."""
+        cfg, col = self.config, self.collector
+        futures = [s for base in cfg.futures for s in col.get_available_futures(base_currency=base)]
+        options = [
+            s
+            for base in cfg.options
+            for s in col.get_available_options(base_currency=base, option_type=cfg.option_type, expiry=cfg.expiry)
+        ]
+        for symbol in cfg.symbols:
+            resolved = col.catalog.resolve(symbol)
+            (options if col.catalog.market_type(resolved) == "option" else futures).append(resolved)
+        return sorted(set(futures)), sorted(set(options))
+
+    async def sync_subscriptions(self) -> None:
+        """Subscribe what the selection names and is not streamed yet; retire what it no longer names."""
+        futures, options = self.wanted()
+        current = self.subscribed()
+        wanted = set(futures) | set(options)
+        await self.publisher.register_markets(self.collector.catalog.info(s) for s in sorted(wanted))
+        new_futures = [s for s in futures if s not in current]
+        new_options = [s for s in options if s not in current]
+        if new_futures:
+            await self.collector.subscribe_futures(new_futures)
+        if new_options:
+            await self.collector.subscribe_options(new_options)
+        for symbol in sorted(current - wanted):
+            log.info("%s: retiring %s (expired or delisted)", self.config.tag, symbol)
+            await self.collector.unsubscribe(symbol)
+        if new_futures or new_options:
+            log.info("%s: subscribed %d new symbols", self.config.tag, len(new_futures) + len(new_options))
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.market_refresh)
+            try:
+                await self.collector.refresh_markets()
+                await self.sync_subscriptions()
+            except Exception as exc:  # a failed refresh must never stop streaming
+                log.warning("%s: market refresh failed: %r", self.config.tag, exc)
+
+    # ------------------------------------------------------------------------------------- status
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self._write_status(alive=True)
+            except Exception as exc:  # Redis down: the publisher reports it; keep streaming
+                log.debug("heartbeat failed: %r", exc)
+            await asyncio.sleep(self.config.heartbeat)
+
+    def status(self) -> dict[str, Any]:
+        """The producer's status as published in Redis (``ccxt:{<shard>}:status``)."""
+        per_symbol = self.collector.status()
+        updates = sum(s.get("updates", 0) for s in per_symbol.values())
+        now = time.monotonic()
+        then, previous = self._last_rate
+        rate = (updates - previous) / (now - then) if now > then else 0.0
+        self._last_rate = (now, updates)
+        errors = [s["last_error"] for s in per_symbol.values() if s.get("last_error")]
+        stats = self.publisher.stats
+        return {
+            "exchange": self.config.exchange,
+            "shard": self.config.tag,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": round(self.started_at, 3),
+            "updated_at": round(time.time(), 3),
+            "symbols": len(per_symbol),
+            "streaming": sum(1 for s in per_symbol.values() if s.get("state") == "streaming"),
+            "failed": sum(1 for s in per_symbol.values() if s.get("state") == "failed"),
+            "updates": updates,
+            "updates_per_s": round(rate, 1),
+            "reconnects": sum(s.get("reconnects", 0) for s in per_symbol.values()),
+            "resyncs": sum(s.get("resyncs", 0) for s in per_symbol.values()),
+            "published": stats.published,
+            "buffered": self.publisher.buffered,
+            "dropped": stats.dropped,
+            "redis_errors": stats.errors,
+            "last_error": (stats.last_error or (errors[-1] if errors else "")) or "",
+        }
+
+    async def _write_status(self, alive: bool) -> None:
+        status = {key: str(value) for key, value in self.status().items()}
+        status["alive"] = "1" if alive else "0"
+        key = self.keys.status(self.config.tag)
+        ttl = max(5, int(self.config.heartbeat * 5))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=status)
+            pipe.expire(key, ttl)
+            await pipe.execute()
