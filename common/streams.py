@@ -10,6 +10,7 @@ in one slot, while different shards spread over the cluster's nodes::
     ccxt:{deribit.btc}:status            HASH   producer heartbeat/status (expires when the producer dies)
     ccxt:markets:deribit                 HASH   symbol -> JSON market metadata
     ccxt:latest:deribit                  HASH   symbol -> msgpack snapshot (the latest-book cache)
+    {ccxt:latest:deribit}:order          HASH   symbol -> order key of the cached snapshot (same cluster slot)
     ccxt:deadletter                      STREAM entries no consumer could process, with the reason
     ccxt:alerts                          STREAM arbitrage monitor alerts
     ccxt:lease:deribit:BTC/USD:BTC       STRING which shard owns a symbol (overlap protection)
@@ -54,6 +55,10 @@ class StreamKeys:
 
     def latest(self, exchange: str) -> str:
         return f"{self.prefix}:latest:{exchange}"
+
+    def latest_order(self, exchange: str) -> str:
+        """Companion of :meth:`latest`; its hash tag is the whole ``latest`` key, so both share a cluster slot."""
+        return f"{{{self.latest(exchange)}}}:order"
 
     @property
     def deadletter(self) -> str:

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import socket
 import time
 from abc import ABC, abstractmethod
@@ -34,12 +35,17 @@ MAX_KEYS_PER_READ = 500
 
 @dataclass(slots=True)
 class StreamEntry:
-    """One decoded stream entry: ``fields`` is :func:`common.codec.decode_fields` output."""
+    """One decoded stream entry: ``fields`` is :func:`common.codec.decode_fields` output.
+
+    ``redelivered`` is True when the entry was delivered before (this consumer's pending entries read
+    at start, or entries reclaimed from another consumer): a worker may already have made it durable.
+    """
 
     stream: str
     id: bytes
     fields: dict[str, Any]
     payload: bytes
+    redelivered: bool = False
 
 
 @dataclass
@@ -74,8 +80,15 @@ class Worker(ABC):
         """
 
     async def flush(self) -> Iterable[StreamEntry]:
-        """Called every ``flush_interval`` and at shutdown; return entries made durable by it."""
+        """Called every ``flush_interval``; return entries made durable by it."""
         return ()
+
+    async def drain(self) -> Iterable[StreamEntry]:
+        """Called once at shutdown: make everything held durable and return it (default: :meth:`flush`)."""
+        return await self.flush()
+
+    def acked(self, entries: list[StreamEntry]) -> None:
+        """Called right after the entries one handle/flush/drain call returned were XACKed."""
 
     async def close(self) -> None:
         """Called once at shutdown after the final flush and ack."""
@@ -161,7 +174,7 @@ class ConsumerRunner:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*busy, return_exceptions=True)
-            await self._flush()
+            await self._flush(final=True)
             await self.worker.close()
 
     def stop(self) -> None:
@@ -224,7 +237,7 @@ class ConsumerRunner:
                     ]
                     if entries:
                         got_any = True
-                        await self._process(entries)
+                        await self._process(entries, redelivered=pending_first)
                 if pending_first and not got_any:
                     pending_first = False
                 elif not got_any and len(chunks) > 1:
@@ -251,12 +264,12 @@ class ConsumerRunner:
                     if entries:
                         self.stats.reclaimed += len(entries)
                         log.info("reclaimed %d pending entries of %s", len(entries), stream)
-                        await self._process(entries)
+                        await self._process(entries, redelivered=True)
                     if cursor in (b"0-0", "0-0") or not claimed:
                         break
 
     # ----------------------------------------------------------------------------------- processing
-    async def _process(self, raw: list[tuple[str, bytes, dict]]) -> None:
+    async def _process(self, raw: list[tuple[str, bytes, dict]], *, redelivered: bool = False) -> None:
         decoded: list[StreamEntry] = []
         poison: list[tuple[str, bytes, bytes, str]] = []
         for stream, entry_id, data in raw:
@@ -265,7 +278,7 @@ class ConsumerRunner:
                 poison.append((stream, entry_id, b"", f"no {PAYLOAD_FIELD.decode()!r} field (fields: {list(data)})"))
                 continue
             try:
-                decoded.append(StreamEntry(stream, entry_id, decode_fields(payload), payload))
+                decoded.append(StreamEntry(stream, entry_id, decode_fields(payload), payload, redelivered))
             except CodecError as exc:
                 poison.append((stream, entry_id, payload, f"undecodable: {exc}"))
         self.stats.read += len(raw)
@@ -290,10 +303,10 @@ class ConsumerRunner:
                 await self._dead_letter([(entry.stream, entry.id, entry.payload, f"processing failed: {exc!r}")])
         return durable
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, final: bool = False) -> None:
         async with self._lock:
             try:
-                await self._ack(list(await self.worker.flush()))
+                await self._ack(list(await (self.worker.drain() if final else self.worker.flush())))
             except RedisError:
                 raise
             except Exception as exc:
@@ -310,6 +323,7 @@ class ConsumerRunner:
                 pipe.xack(stream, self.group, *ids)
             await pipe.execute()
         self.stats.acked += len(entries)
+        self.worker.acked(entries)
 
     async def _dead_letter(self, items: list[tuple[str, bytes, bytes, str]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -337,3 +351,25 @@ class ConsumerRunner:
         self.stats.errors += 1
         self.stats.last_error = message
         log.error("%s", message)
+
+
+async def serve(worker: Worker, redis_url: str, *, shards: Optional[Iterable[str]] = None, **runner_options: Any) -> None:
+    """Run ``worker`` over Redis at ``redis_url`` until SIGTERM/SIGINT, then finish cleanly (the CLIs' main loop).
+
+    Raises OSError with one clear line when Redis is unreachable at start-up.
+    """
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    try:
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            raise OSError(f"cannot reach Redis at {redis_url.split('@')[-1]}: {exc}") from None
+        runner = ConsumerRunner(client, worker, shards=shards, **runner_options)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        tune_gc()
+        log.info("%s worker %s running (shards: %s)", worker.group, runner.consumer, ", ".join(shards or ()) or "all")
+        await runner.run()
+    finally:
+        await client.aclose()
