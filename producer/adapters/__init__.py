@@ -1,0 +1,19 @@
+"""Per-exchange adapters. Add an exchange by subclassing :class:`ExchangeAdapter` and registering it here."""
+
+from __future__ import annotations
+
+from producer.adapters.base import ExchangeAdapter
+from producer.adapters.deribit import DeribitAdapter
+
+#: exchange id -> adapter class; exchanges not listed use the generic :class:`ExchangeAdapter`
+ADAPTERS: dict[str, type[ExchangeAdapter]] = {
+    "deribit": DeribitAdapter,
+}
+
+
+def adapter_for(exchange_id: str) -> ExchangeAdapter:
+    """The adapter instance for ``exchange_id``."""
+    return ADAPTERS.get(exchange_id, ExchangeAdapter)(exchange_id)
+
+
+__all__ = ["ADAPTERS", "ExchangeAdapter", "adapter_for"]

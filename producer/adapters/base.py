@@ -1,0 +1,128 @@
+"""The per-exchange adapter interface and its generic default (plain ccxt behaviour).
+
+The collector streams every exchange the same way; whatever differs per exchange (sequence checks,
+batch subscription frames, how to get a fresh snapshot, what the exchange sequence number is) lives
+behind this small interface. Subclasses override only what their exchange needs and register in
+:mod:`producer.adapters`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+import ccxt
+import ccxt.pro
+
+from common.config import StreamConfig
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSE_TIMEOUT = 5.0  # seconds to wait for a ccxt WebSocket client to close
+
+
+class ExchangeAdapter:
+    """Generic adapter: one ``watch_order_book`` subscription per symbol, ccxt's nonce as sequence."""
+
+    #: True if :meth:`subscribe_batch` sends one frame for many symbols (the collector then funnels
+    #: (re)subscriptions through a batcher); False: each symbol's first ``watch_order_book`` subscribes.
+    batch_subscribe = False
+
+    def __init__(self, exchange_id: str) -> None:
+        self.exchange_id = exchange_id
+
+    # -- construction ------------------------------------------------------------------------------------
+
+    def exchange_class(self) -> type:
+        """The ccxt.pro class to instantiate (adapters may return a subclass that hooks message handlers)."""
+        return getattr(ccxt.pro, self.exchange_id)
+
+    def create_exchange(self, config: StreamConfig) -> Any:
+        exchange = self.exchange_class()(config.ccxt_config())
+        if config.testnet:
+            exchange.set_sandbox_mode(True)
+        return exchange
+
+    # -- subscribing --------------------------------------------------------------------------------------
+
+    def watch_limit(self, limit: int) -> Optional[int]:
+        """The ``limit`` passed to ``watch_order_book`` (some exchanges pick a channel or REST depth by it)."""
+        return limit
+
+    def subscription_chunks(self, exchange: Any, symbols: list[str]) -> list[list[str]]:
+        """Split symbols into groups that one subscribe frame may carry."""
+        return [symbols]
+
+    async def subscribe_batch(self, exchange: Any, symbols: list[str], limit: int) -> None:
+        """Register and send one subscription for ``symbols`` without waiting for data (batching adapters)."""
+
+    async def unsubscribe(self, exchange: Any, symbol: str) -> None:
+        """Stop the exchange sending ``symbol``'s book and forget the local copy."""
+        if exchange.has.get("unWatchOrderBook"):
+            try:
+                await exchange.un_watch_order_book(symbol)
+            except Exception as exc:  # best effort: the stream task is already gone
+                log.debug("%s: un_watch_order_book(%s) failed: %r", self.exchange_id, symbol, exc)
+        self.forget_book(exchange, symbol)
+
+    async def reset_subscription(self, exchange: Any, symbol: str) -> None:
+        """Make the next watch start from a fresh snapshot (after a gap or a stall on a live socket).
+
+        Generic: unsubscribe if ccxt can, else close the exchange's sockets (every symbol resubscribes).
+        """
+        if exchange.has.get("unWatchOrderBook"):
+            await self.unsubscribe(exchange, symbol)
+        else:
+            await close_clients(exchange, list((exchange.clients or {}).values()))
+            self.forget_book(exchange, symbol)
+
+    def forget_book(self, exchange: Any, symbol: str) -> None:
+        """Drop ccxt's cached book so a re-watch cannot merge a new snapshot onto stale levels."""
+        exchange.orderbooks.pop(symbol, None)
+
+    # -- reading books ---------------------------------------------------------------------------------------
+
+    def exchange_seq(self, book: dict) -> Optional[int]:
+        """The exchange's sequence number of a ccxt book (generic: ccxt's nonce)."""
+        nonce = book.get("nonce")
+        return nonce if isinstance(nonce, int) else None
+
+    def take_fresh(self, exchange: Any, symbol: str) -> bool:
+        """True once after the exchange replaced ``symbol``'s book with a fresh snapshot on its own."""
+        return False
+
+    # -- recovery ------------------------------------------------------------------------------------------
+
+    async def recover_stall(self, exchange: Any, symbol: str, stall_timeout: float) -> None:
+        """``symbol`` got no update for ``stall_timeout`` s: close sockets that went silent (a dead receive
+        loop or a half-open connection), else resubscribe just this symbol."""
+        now_ms = exchange.milliseconds()
+        silent = [
+            client
+            for client in (exchange.clients or {}).values()
+            if client.last_message_at is None or now_ms - client.last_message_at > stall_timeout * 1000
+        ]
+        if silent:
+            await close_clients(exchange, silent)
+            self.forget_book(exchange, symbol)
+        else:
+            await self.reset_subscription(exchange, symbol)
+
+
+async def close_clients(exchange: Any, clients: list[Any]) -> None:
+    """Close ccxt WebSocket clients and detach them from the exchange, so the next watch dials anew.
+
+    Closing cancels every pending watch on those sockets (the watchers see a cancelled future).
+    ``client.error`` is set first: ccxt's on_close then leaves ``exchange.clients`` alone (it deletes by
+    url, which by then may name the replacement socket).
+    """
+    for client in clients:
+        client.error = client.error or ccxt.NetworkError(f"{client.url}: closed by the collector's watchdog")
+        if (exchange.clients or {}).get(client.url) is client:
+            del exchange.clients[client.url]
+    for client in clients:
+        try:
+            await asyncio.wait_for(client.close(), CLIENT_CLOSE_TIMEOUT)
+        except Exception as exc:  # the socket may already be half dead; it is detached either way
+            log.debug("closing %s failed: %r", client.url, exc)
