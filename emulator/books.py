@@ -182,13 +182,21 @@ class RandomWalkBook:
                 self._delete("asks", min(self.asks), changes)
             new_bid = max(self.bids) + 1
             if new_bid < min(self.asks):
+                self._make_room("bids", changes)
                 self._set("bids", new_bid, self._random_amount(), changes)
         else:
             if len(self.bids) > self.spec.min_levels:
                 self._delete("bids", max(self.bids), changes)
             new_ask = min(self.asks) - 1
             if new_ask > max(self.bids):
+                self._make_room("asks", changes)
                 self._set("asks", new_ask, self._random_amount(), changes)
+
+    def _make_room(self, side: Side, changes: list[Change]) -> None:
+        """Delete the side's worst level if the side is full."""
+        book = self._side(side)
+        if len(book) >= self.spec.max_levels:
+            self._delete(side, min(book) if side == "bids" else max(book), changes)
 
     def shift(self, offset: float) -> list[Change]:
         """Move every level (and the walk's anchor) by ``offset`` in price; returns the change list."""

@@ -83,6 +83,14 @@ def listed_expiries(now: dt.datetime) -> tuple[list[dt.datetime], list[dt.dateti
     return futures, options
 
 
+def settlement_period(expiry_ms: int) -> str:
+    """``perpetual``, ``month`` (the month's last Friday) or ``week``, as Deribit labels instruments."""
+    if expiry_ms == PERPETUAL_EXPIRY_MS:
+        return "perpetual"
+    expiry = dt.datetime.fromtimestamp(expiry_ms / 1000, dt.timezone.utc)
+    return "month" if expiry.day + 7 > calendar.monthrange(expiry.year, expiry.month)[1] else "week"
+
+
 #: per currency: perpetual/future (tick, min amount, contract size), option (tick, min amount), strike steps
 #: (near expiry, far expiry), as on Deribit
 CONTRACT_TERMS: dict[str, dict[str, Any]] = {
@@ -168,8 +176,7 @@ class DeribitEmulator(ExchangeEmulator):
             "quote_currency": currency if option else "USD",
             "settlement_currency": currency,
             "price_index": f"{currency.lower()}_usd",
-            "settlement_period": "perpetual" if expiry_ms == PERPETUAL_EXPIRY_MS else (
-                "week" if expiry_ms - created_ms < 30 * 86400000 else "month"),
+            "settlement_period": settlement_period(expiry_ms),
             "expiration_timestamp": expiry_ms,
             "creation_timestamp": created_ms,
             "is_active": True,
