@@ -7,10 +7,16 @@ import json
 import logging
 import sys
 from itertools import zip_longest
+from typing import TYPE_CHECKING, Optional
 
 import click
 
 from cli.options import redis_url_option, user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from common.model import OrderbookSnapshot
 
 shard_option = click.option(
     "--shard", "shards", multiple=True, metavar="TAG",
@@ -72,28 +78,39 @@ def latest(exchange: str, symbol: str, depth: int, as_json: bool, stale_after: f
     if as_json:
         click.echo(json.dumps(snapshot.to_dict()))
         return
+    console().print(book_view(snapshot, depth))
+
+
+def console():
+    """A rich console; when output is not a terminal (scripts, pipes) it is wide enough not to truncate."""
     from rich.console import Console
 
-    Console().print(book_table(snapshot, depth))
+    out = Console()
+    if not out.is_terminal:
+        out.width = max(out.width, 160)
+    return out
 
 
-def book_table(snapshot, depth: int):
-    """A rich table of one book: bids and asks side by side, with mid, spread, age and a STALE marker."""
+def number(value: Optional[float]) -> str:
+    """A price or size for display: up to 10 significant digits, no exponent for ordinary magnitudes."""
+    return "-" if value is None else f"{value:.10g}"
+
+
+def book_view(snapshot: "OrderbookSnapshot", depth: int) -> "Group":
+    """One book: bids and asks side by side, then a line with mid, spread, age, seq and a STALE marker."""
+    from rich.console import Group
     from rich.table import Table
 
-    stale = " [bold red]STALE[/]" if snapshot.extra.get("stale") else ""
-    spread = snapshot.spread
-    spread_text = "-" if spread is None else f"{spread:g} ({spread / snapshot.mid_price * 1e4:.1f} bps)"
-    mid = "-" if snapshot.mid_price is None else f"{snapshot.mid_price:g}"
-    table = Table(
-        title=f"{snapshot.exchange} {snapshot.symbol} ({snapshot.market_type}){stale}",
-        caption=f"mid {mid}  spread {spread_text}  age {snapshot.extra.get('age', 0.0):.1f}s  seq {snapshot.seq}",
-    )
+    table = Table(title=f"{snapshot.exchange} {snapshot.symbol} ({snapshot.market_type})")
     for name in ("bid size", "bid", "ask", "ask size"):
         table.add_column(name, justify="right")
     for bid, ask in zip_longest(snapshot.bids[:depth], snapshot.asks[:depth]):
         table.add_row(
-            *(("", "") if bid is None else (f"{bid[1]:g}", f"[green]{bid[0]:g}[/]")),
-            *(("", "") if ask is None else (f"[red]{ask[0]:g}[/]", f"{ask[1]:g}")),
+            *(("", "") if bid is None else (number(bid[1]), f"[green]{number(bid[0])}[/]")),
+            *(("", "") if ask is None else (f"[red]{number(ask[0])}[/]", number(ask[1]))),
         )
-    return table
+    spread, mid = snapshot.spread, snapshot.mid_price
+    spread_bps = f" ({spread / mid * 1e4:.1f} bps)" if spread is not None and mid else ""
+    summary = (f"mid {number(mid)}  spread {number(spread)}{spread_bps}  age {snapshot.extra.get('age', 0.0):.1f}s"
+               f"  seq {snapshot.seq}" + ("  [bold red]STALE[/]" if snapshot.extra.get("stale") else ""))
+    return Group(table, summary)
