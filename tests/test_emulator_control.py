@@ -78,14 +78,15 @@ def test_server_lifecycle_and_errors() -> None:
     server.stop()  # idempotent
     with pytest.raises(RuntimeError):
         server.pause()
-    with pytest.raises(EmulatorError, match="available: deribit"):
+    with pytest.raises(EmulatorError, match="available: .*deribit"):
         EmulatorServer(["nasdaq"])
 
 
 def test_cli_unknown_exchange_exits_2_with_one_line() -> None:
     result = CliRunner().invoke(main, ["emulate", "--exchange", "nasdaq", "--port", "0"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == ["error: no emulator for exchange 'nasdaq'; available: deribit"]
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: no emulator for exchange 'nasdaq'; available: ") and "deribit" in line
 
 
 def test_cli_port_in_use_exits_2() -> None:
