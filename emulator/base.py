@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import random
 import time
 from abc import ABC, abstractmethod
@@ -24,8 +23,6 @@ from typing import Any, ClassVar
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from emulator.books import BookSpec, Change, RandomWalkBook
-
-log = logging.getLogger(__name__)
 
 
 class EmulatorError(ValueError):
@@ -107,11 +104,10 @@ class ExchangeEmulator(ABC):
     #: what send_malformed sends by default: a truncated frame, as a broken proxy or a cut write would deliver
     malformed_frame: ClassVar[str] = '{"jsonrpc": "2.0", "method": "subscription", "params": {"chan'
 
-    def __init__(self, seed: int = 42, update_interval: float = 0.1, burst: int = 1, **options: Any) -> None:
+    def __init__(self, seed: int = 42, update_interval: float = 0.1, burst: int = 1) -> None:
         self.seed = seed
         self.update_interval = update_interval
         self.burst = burst
-        self.options = options
         self.stats = Stats()
         self.faults = Faults()
         self.connections: dict[int, Connection] = {}
