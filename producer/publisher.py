@@ -2,10 +2,18 @@
 
 ``publish()`` is synchronous and never blocks the streaming loop: it encodes the snapshot and appends it
 to an in-memory buffer. A background task drains the buffer with pipelined ``XADD ... MAXLEN ~ N``
-(measured: one XADD per round trip tops out near 11k/s; pipelines of 100+ reach ~90k/s). While Redis is
-unreachable the buffer keeps everything up to ``max_buffer`` entries and is written, in order, once
-Redis is back; beyond that bound the oldest entries are dropped loudly and counted (consumers see the
-gap in the per-symbol ``seq``).
+(measured: one XADD per round trip tops out near 11k/s; pipelines of 100+ reach ~90k/s).
+
+Nothing is lost silently when Redis fails:
+
+* while Redis is unreachable the buffer keeps everything; past ``spill_after`` entries it spills, in
+  order, to a bounded on-disk :class:`~producer.spool.DiskSpool`, which is replayed oldest first (also
+  after a producer restart) before anything newer;
+* a Redis that restarts may have lost its last second of acknowledged writes (AOF ``everysec``): the
+  publisher keeps what it wrote in the last ``replay_window`` seconds and, on recovery, re-sends the
+  entries whose ``seq`` is beyond the last one each stream still holds;
+* when memory and spool are both full the oldest entries are dropped, loudly (error log, counter), and
+  the next snapshot of every affected symbol is published with ``resync=True``.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from typing import Iterable, Optional
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from common.codec import encode
+from common.codec import CodecError, decode_fields, encode
 from common.markets import MarketInfo
 from common.model import OrderbookSnapshot
 from common.streams import PAYLOAD_FIELD, StreamKeys
+from producer.spool import DiskSpool, Record, SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,8 @@ class PublisherStats:
     batches: int = 0
     dropped: int = 0
     errors: int = 0
+    spilled: int = 0
+    replayed: int = 0
     last_batch_size: int = 0
     last_batch_seconds: float = 0.0
     last_error: Optional[str] = None
@@ -52,41 +63,59 @@ class RedisPublisher:
         maxlen: int = 100_000,
         batch_size: int = 1000,
         max_buffer: int = 500_000,
+        spool: Optional[DiskSpool] = None,
+        spill_after: int = 20_000,
+        replay_window: float = 3.0,
     ) -> None:
-        if maxlen <= 0 or batch_size <= 0 or max_buffer <= 0:
-            raise ValueError("maxlen, batch_size and max_buffer must be positive")
+        if maxlen <= 0 or batch_size <= 0 or max_buffer <= 0 or spill_after <= 0:
+            raise ValueError("maxlen, batch_size, max_buffer and spill_after must be positive")
         self.redis = redis
         self.shard = shard
         self.keys = keys
         self.maxlen = maxlen
         self.batch_size = batch_size
         self.max_buffer = max_buffer
+        self.spool = spool
+        self.spill_after = spill_after
+        self.replay_window = replay_window
         self.stats = PublisherStats()
-        self._buffer: deque[tuple[str, bytes]] = deque()
+        self._buffer: deque[Record] = deque()
+        self._recent: deque[tuple[float, Record]] = deque()  # written to Redis in the last replay_window s
         self._stream_of: dict[str, str] = {}
         self._registered: set[str] = set()
+        self._needs_resync: set[str] = set()
+        self._failing = False  # the last write failed: reconcile before writing again
         self._wakeup = asyncio.Event()
         self._closed = False
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Entries not yet in Redis (memory and spool)."""
+        return len(self._buffer) + (len(self.spool) if self.spool else 0)
 
     def publish(self, snapshot: OrderbookSnapshot) -> None:
         """Queue one snapshot for publishing (sync, non-blocking; usable as a collector listener)."""
         stream = self._stream_of.get(snapshot.symbol)
         if stream is None:
             stream = self._stream_of[snapshot.symbol] = self.keys.book_stream(self.shard, snapshot.symbol)
+        if self._needs_resync and snapshot.symbol in self._needs_resync:
+            self._needs_resync.discard(snapshot.symbol)
+            snapshot.resync = True  # entries of this symbol were dropped before it: mark the gap
         if len(self._buffer) >= self.max_buffer:
-            self._buffer.popleft()
-            self.stats.dropped += 1
-            if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
-                log.error(
-                    "publish buffer full (%d entries, Redis unreachable or too slow): dropped %d snapshots so far",
-                    self.max_buffer, self.stats.dropped,
-                )
-        self._buffer.append((stream, encode(snapshot)))
+            self._drop_oldest()
+        self._buffer.append((stream, snapshot.seq, encode(snapshot)))
         self._wakeup.set()
+
+    def _drop_oldest(self) -> None:
+        stream = self._buffer.popleft()[0]
+        self._needs_resync.add(self.keys.parse_book_stream(stream)[1])
+        self.stats.dropped += 1
+        if self.stats.dropped == 1 or self.stats.dropped % 10_000 == 0:
+            log.error(
+                "DATA LOSS: publish buffer full (%d entries) and %s; dropped %d snapshots so far "
+                "(the next snapshot of each affected symbol is flagged resync)",
+                self.max_buffer, "the spool is full" if self.spool else "no spool is configured", self.stats.dropped,
+            )
 
     async def register_markets(self, markets: Iterable[MarketInfo]) -> None:
         """Publish market metadata (type, expiry, strike, ...) so consumers can describe every symbol."""
@@ -101,59 +130,122 @@ class RedisPublisher:
             await pipe.execute()
 
     async def run(self) -> None:
-        """Drain the buffer until :meth:`close`; survives Redis outages (retries with backoff)."""
+        """Drain buffer and spool until :meth:`close`; survives Redis outages (retries with backoff)."""
         backoff = 0.05
         while True:
-            if not self._buffer:
+            if not self.buffered:
                 if self._closed:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             try:
-                await self._write_batch()
+                if self.spool is not None and len(self.spool):
+                    batch = self.spool.peek(self.batch_size)
+                    await self._write(await self._recover(batch) if self._failing else batch)
+                    self.spool.commit(len(batch))
+                else:
+                    await self._write_from_buffer()
+                if self._failing:
+                    log.warning("Redis is back; %d entries still to publish", self.buffered)
+                self._failing = False
                 backoff = 0.05
             except (RedisError, OSError) as exc:
+                self._failing = True
                 self.stats.errors += 1
                 self.stats.last_error = str(exc)
-                log.warning("publish to Redis failed (%s); %d snapshots buffered, retrying", exc, len(self._buffer))
+                log.warning("publish to Redis failed (%s); %d snapshots buffered, retrying", exc, self.buffered)
+                self._spill()
                 if self._closed and backoff >= 2.0:
-                    log.error("giving up at shutdown with %d snapshots unpublished", len(self._buffer))
+                    log.error("giving up at shutdown: %d snapshots unpublished%s", self.buffered,
+                              f" (kept in the spool {self.spool.dir})" if self.spool and len(self.spool) else "")
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _write_batch(self) -> None:
+    def _spill(self, force: bool = False) -> None:
+        """Move the whole memory buffer, in order, to the tail of the spool (Redis is failing)."""
+        if self.spool is None or not self._buffer or (len(self._buffer) < self.spill_after and not force):
+            return
+        try:
+            self.spool.append(list(self._buffer))
+        except SpoolFull as exc:
+            log.error("%s; keeping up to %d entries in memory", exc, self.max_buffer)
+            return
+        self.stats.spilled += len(self._buffer)
+        self._buffer.clear()
+
+    async def _write_from_buffer(self) -> None:
         batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
-        new_streams = {stream for stream, _ in batch if stream not in self._registered}
-        started = time.perf_counter()
         dropped_before = self.stats.dropped
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if new_streams:
-                pipe.sadd(self.keys.shards, self.shard)
-                pipe.sadd(self.keys.shard_streams(self.shard), *new_streams)
-            for stream, payload in batch:
-                pipe.xadd(stream, {PAYLOAD_FIELD: payload}, maxlen=self.maxlen, approximate=True)
-            await pipe.execute()
+        await self._write(await self._recover(batch) if self._failing else batch)
         # only now is the batch in Redis: remove it from the buffer. publish() may have appended meanwhile,
         # and, with the buffer full, dropped entries from the front (that is, from this batch).
         for _ in range(max(0, len(batch) - (self.stats.dropped - dropped_before))):
             self._buffer.popleft()
+
+    async def _write(self, batch: list[Record]) -> None:
+        if not batch:
+            return
+        new_streams = {stream for stream, _, _ in batch if stream not in self._registered}
+        started = time.perf_counter()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if new_streams:
+                pipe.sadd(self.keys.shards, self.shard)
+                pipe.sadd(self.keys.shard_streams(self.shard), *new_streams)
+            for stream, _, payload in batch:
+                pipe.xadd(stream, {PAYLOAD_FIELD: payload}, maxlen=self.maxlen, approximate=True)
+            await pipe.execute()
+        now = time.monotonic()
         self._registered |= new_streams
+        self._recent.extend((now, record) for record in batch)
+        while self._recent and (now - self._recent[0][0] > self.replay_window or len(self._recent) > self.max_buffer):
+            self._recent.popleft()
         self.stats.published += len(batch)
         self.stats.batches += 1
         self.stats.last_batch_size = len(batch)
         self.stats.last_batch_seconds = time.perf_counter() - started
 
+    async def _recover(self, batch: list[Record]) -> list[Record]:
+        """First write after a failure. Redis may have restarted and lost its unsynced tail (AOF
+        everysec), or applied part of the failed pipeline. Re-send the recently acknowledged entries it
+        no longer has, then return the part of ``batch`` it does not have yet: judged by each stream's
+        last ``seq``, so nothing is lost and nothing is written twice."""
+        recent = [record for _, record in self._recent]
+        last_seq = await self._last_seqs({record[0] for record in recent + batch})
+        lost = [record for record in recent if record[1] > last_seq[record[0]]]
+        self._registered.clear()  # the registry sets may be gone too: re-add them with the next write
+        if lost:
+            log.error("Redis lost %d recently acknowledged entries (restart without fsync); re-sending them", len(lost))
+            for start in range(0, len(lost), self.batch_size):  # before the spool and the buffer: order kept
+                await self._write(lost[start : start + self.batch_size])
+            self.stats.replayed += len(lost)
+        return [record for record in batch if record[1] > last_seq[record[0]]]
+
+    async def _last_seqs(self, streams: set[str]) -> dict[str, int]:
+        """The ``seq`` of the newest entry of each stream (-1: empty, missing or undecodable)."""
+        ordered = sorted(streams)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in ordered:
+                pipe.xrevrange(stream, count=1)
+            replies = await pipe.execute()
+        last: dict[str, int] = {}
+        for stream, reply in zip(ordered, replies):
+            try:
+                last[stream] = decode_fields(reply[0][1][PAYLOAD_FIELD])["seq"] if reply else -1
+            except (CodecError, KeyError):
+                last[stream] = -1
+        return last
+
     async def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything buffered so far is in Redis; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
-        while self._buffer and time.monotonic() < deadline:
+        while self.buffered and time.monotonic() < deadline:
             self._wakeup.set()
             await asyncio.sleep(0.005)
-        return not self._buffer
+        return not self.buffered
 
     def close(self) -> None:
-        """Ask :meth:`run` to return once the buffer is drained."""
+        """Ask :meth:`run` to return once everything is written (or, with Redis down, spooled)."""
         self._closed = True
         self._wakeup.set()
