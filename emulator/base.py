@@ -54,6 +54,7 @@ class Faults:
     stalled: bool = False  # nothing is sent: no data, no replies, no pongs
     fail_subscribe: int = 0  # this many upcoming subscribe requests get an error reply
     skip: set[str] = field(default_factory=set)  # instruments whose next change is applied but not sent
+    bad_checksum: set[str] = field(default_factory=set)  # instruments whose next book update has a wrong checksum
 
 
 class Connection:
@@ -103,6 +104,8 @@ class ExchangeEmulator(ABC):
     ws_path: ClassVar[str]
     #: what send_malformed sends by default: a truncated frame, as a broken proxy or a cut write would deliver
     malformed_frame: ClassVar[str] = '{"jsonrpc": "2.0", "method": "subscription", "params": {"chan'
+    #: True if the exchange's book updates carry a checksum (then :meth:`bad_checksum` applies)
+    has_checksum: ClassVar[bool] = False
 
     def __init__(self, seed: int = 42, update_interval: float = 0.1, burst: int = 1) -> None:
         self.seed = seed
@@ -298,6 +301,13 @@ class ExchangeEmulator(ABC):
         self.get_book(instrument)
         self.faults.skip.add(instrument)
 
+    def bad_checksum(self, instrument: str) -> None:
+        """The instrument's next book update carries a wrong checksum (exchanges whose books have one)."""
+        if not self.has_checksum:
+            raise EmulatorError(f"{self.name}: book messages carry no checksum")
+        self.get_book(instrument)
+        self.faults.bad_checksum.add(instrument)
+
     async def shift_price(self, instrument: str, offset: float) -> None:
         book = self.get_book(instrument)
         try:
@@ -328,4 +338,5 @@ class ExchangeEmulator(ABC):
         return len(conns)
 
     def stats_dict(self) -> dict:
-        return {**asdict(self.stats), "faults": {**asdict(self.faults), "skip": sorted(self.faults.skip)}}
+        return {**asdict(self.stats), "faults": {**asdict(self.faults), "skip": sorted(self.faults.skip),
+                                               "bad_checksum": sorted(self.faults.bad_checksum)}}

@@ -7,6 +7,7 @@
     POST /_emulator/{exchange}/stall?on=true|false
     POST /_emulator/{exchange}/fail_subscribe?count=N
     POST /_emulator/{exchange}/skip?instrument=X
+    POST /_emulator/{exchange}/bad_checksum?instrument=X       (exchanges whose books carry a checksum: okx)
     POST /_emulator/{exchange}/shift?instrument=X&offset=-150.5
     POST /_emulator/{exchange}/rate?update_interval=0.01[&burst=5]
 
@@ -79,6 +80,7 @@ ACTIONS: dict[str, Action] = {
     "stall": lambda em, p: em.stall(_bool(p.get("on", True))),
     "fail_subscribe": lambda em, p: em.fail_subscribe(_number(p, "count", int, 1)),
     "skip": lambda em, p: em.skip_sequence(_required(p, "instrument")),
+    "bad_checksum": lambda em, p: em.bad_checksum(_required(p, "instrument")),
     "shift": lambda em, p: em.shift_price(_required(p, "instrument"), _number(p, "offset", float)),
     "rate": lambda em, p: em.set_rate(_number(p, "update_interval", float, None),
                                       _number(p, "burst", int, None)),

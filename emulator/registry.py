@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from emulator.base import ExchangeEmulator
 from emulator.deribit import DeribitEmulator
+from emulator.okx import OkxEmulator
 
 EXCHANGES: dict[str, type[ExchangeEmulator]] = {
     DeribitEmulator.name: DeribitEmulator,
+    OkxEmulator.name: OkxEmulator,
 }

@@ -191,6 +191,10 @@ class EmulatorServer:
         """The instrument's next change is applied to the server's book but never sent (a sequence gap)."""
         self.call(self.emulator(exchange).skip_sequence, instrument)
 
+    def bad_checksum(self, exchange: str, instrument: str) -> None:
+        """The instrument's next book update carries a wrong checksum (OKX; EmulatorError if none)."""
+        self.call(self.emulator(exchange).bad_checksum, instrument)
+
     def send_malformed(self, exchange: str, payload: str | None = None) -> int:
         """One garbage frame to every connection (default: a truncated JSON object); returns how many."""
         emulator = self.emulator(exchange)
