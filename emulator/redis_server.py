@@ -13,23 +13,28 @@ from typing import Optional
 import redis
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    """A free TCP port on 127.0.0.1 (``below``: Redis Cluster needs port + 10000 for its bus)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < below:
+            return port
 
 
 class RedisServer:
     """Runs ``redis-server`` on 127.0.0.1:<free port> in ``directory``; ``kill()`` is SIGKILL."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False, extra_args: tuple[str, ...] = ()):
+    def __init__(self, directory: Path, *, appendonly: bool = False, extra_args: tuple[str, ...] = (),
+                 port: Optional[int] = None):
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.appendonly = appendonly
         self.extra_args = extra_args
         self.proc: Optional[subprocess.Popen] = None
@@ -71,3 +76,50 @@ class RedisServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class RedisClusterServer:
+    """A throwaway Redis Cluster of ``masters`` nodes (no replicas) on free loopback ports."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(Path(directory) / f"node{i}", port=free_port(below=55000), extra_args=("--cluster-enabled", "yes", "--cluster-config-file",
+                                                                   "nodes.conf", "--cluster-node-timeout", "5000"))
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self, timeout: float = 30.0) -> "RedisClusterServer":
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli") or "redis-cli"
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:  # wait until every node agrees the cluster is up
+            client = redis.Redis(port=node.port)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+            client.close()
+        return self
+
+    def node_of(self, key: str) -> int:
+        """Port of the master that holds ``key``."""
+        client = redis.Redis(port=self.nodes[0].port)
+        slot = client.execute_command("CLUSTER", "KEYSLOT", key)
+        for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                client.close()
+                return int(master[1])
+        client.close()
+        raise KeyError(key)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
