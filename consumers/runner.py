@@ -218,23 +218,24 @@ class ConsumerRunner:
         """Read one shard's streams: first this consumer's own pending entries, then new ones."""
         backoff = 0.1
         pending_first = True
+        # pending phase: read past what was already handed over (a worker may hold it unacked in a buffer)
+        pending_cursor: dict[str, str | bytes] = {}
         while not self._stopping.is_set():
             streams = self._streams[tag]
             chunks = [streams[i : i + MAX_KEYS_PER_READ] for i in range(0, len(streams), MAX_KEYS_PER_READ)]
             try:
                 got_any = False
                 for chunk in chunks:
-                    start = "0" if pending_first else ">"
+                    ids = {s: pending_cursor.get(s, "0") for s in chunk} if pending_first else dict.fromkeys(chunk, ">")
                     block = None if pending_first or len(chunks) > 1 else self.block_ms
-                    reply = await self.redis.xreadgroup(
-                        self.group, self.consumer, {s: start for s in chunk}, count=self.batch_size, block=block
-                    )
-                    entries = [
-                        (stream.decode(), entry_id, data)
-                        for stream, items in reply or ()
-                        for entry_id, data in items
-                        if data  # pending entries already trimmed away come back with no fields
-                    ]
+                    reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=self.batch_size, block=block)
+                    entries = []
+                    for stream, items in reply or ():
+                        if items and pending_first:
+                            got_any = True
+                            pending_cursor[stream.decode()] = items[-1][0]
+                        # pending entries already trimmed away come back with no fields
+                        entries.extend((stream.decode(), entry_id, data) for entry_id, data in items if data)
                     if entries:
                         got_any = True
                         await self._process(entries, redelivered=pending_first)
