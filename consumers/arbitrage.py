@@ -191,7 +191,7 @@ class ArbitrageEngine:
     """Keeps the newest quote per instrument, grouped; evaluates groups into alerts.
 
     Quotes older than ``max_age`` seconds take no part, so a dead feed cannot create (or hold open) an
-    opportunity. Call :meth:`update` with each batch of quotes and :meth:`sweep` periodically (it closes
+    opportunity. At DEBUG level every evaluation logs the group's mid differences. Call :meth:`update` with each batch of quotes and :meth:`sweep` periodically (it closes
     opportunities whose books went stale without any new update in their group).
     """
 
@@ -230,6 +230,10 @@ class ArbitrageEngine:
 
     def _evaluate(self, group: str, now: float) -> list[Alert]:
         fresh = [(q, unit) for q, unit in self._groups.get(group, {}).values() if now - q.received_at <= self.max_age]
+        if log.isEnabledFor(logging.DEBUG):  # the mid differences, for -v
+            log.debug("%s: %s", group, "; ".join(
+                f"{r.quote.exchange} {r.quote.symbol} mid {r.quote.mid} ({r.diff_bps:+.2f} bps vs best)"
+                for r in compare(fresh, now, self.max_age) if r.diff_bps is not None))
         return self.tracker.update(group, edges(group, fresh, self.fees), int(now * 1000))
 
 

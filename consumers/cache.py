@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Generator
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional
 
 import redis as syncredis
 import redis.asyncio as aioredis
@@ -111,11 +111,17 @@ Query = Generator[tuple, Any, Any]
 class _BookReader:
     """What :class:`LatestBooks` and :class:`AsyncLatestBooks` share: queries, decoding, staleness."""
 
-    def __init__(self, stale_after: float, keys: StreamKeys) -> None:
+    #: the redis-py client class a URL is opened with (set by each reader)
+    client_class: type
+
+    def __init__(self, redis_url_or_client: Any, stale_after: float = 10.0, *, keys: StreamKeys = StreamKeys()) -> None:
+        """``redis_url_or_client``: a Redis URL (the reader opens and closes its client) or a client of the kind."""
         if stale_after <= 0:
             raise ValueError(f"stale_after must be positive, got {stale_after}")
         self.stale_after = stale_after
         self.keys = keys
+        self._owned = isinstance(redis_url_or_client, str)
+        self.redis = self.client_class.from_url(redis_url_or_client) if self._owned else redis_url_or_client
         self._unified: dict[tuple[str, str], str] = {}  # (exchange, native id) -> unified symbol
 
     def age(self, snapshot: OrderbookSnapshot, now: Optional[float] = None) -> float:
@@ -137,7 +143,7 @@ class _BookReader:
         book_key = self.keys.latest(exchange)
         unified = self._unified.get((exchange, symbol), symbol)
         payload = yield ("hget", book_key, unified)
-        if payload is None and unified == symbol:  # maybe a native id: ask the market registry
+        if payload is None and unified == symbol and "/" not in symbol:  # a native id: ask the registry
             registry = yield ("hgetall", self.keys.markets(exchange))
             unified = _symbol_of_id(registry, symbol)
             if unified is not None:
@@ -176,20 +182,12 @@ def _symbol_of_id(registry: dict[bytes, bytes], native_id: str) -> Optional[str]
 class LatestBooks(_BookReader):
     """Synchronous reader of the latest-book cache (redis-py).
 
-    ``get`` accepts a unified symbol or, when the market registry knows it, the exchange's native id. Every
+    ``get`` accepts a unified symbol or, when the market registry knows it, the exchange's native id
+    (``BTC-PERPETUAL``; anything without a ``/``, looked up once and remembered). Every
     returned snapshot carries ``extra["age"]`` (seconds) and ``extra["stale"]``.
     """
 
-    def __init__(
-        self,
-        redis_url_or_client: Union[str, syncredis.Redis],
-        stale_after: float = 10.0,
-        *,
-        keys: StreamKeys = StreamKeys(),
-    ) -> None:
-        super().__init__(stale_after, keys)
-        self._owned = isinstance(redis_url_or_client, str)
-        self.redis = syncredis.Redis.from_url(redis_url_or_client) if self._owned else redis_url_or_client
+    client_class = syncredis.Redis
 
     def _run(self, query: Query) -> Any:
         reply = None
@@ -223,16 +221,7 @@ class LatestBooks(_BookReader):
 class AsyncLatestBooks(_BookReader):
     """The asyncio twin of :class:`LatestBooks` (redis.asyncio); same queries, awaited."""
 
-    def __init__(
-        self,
-        redis_url_or_client: Union[str, aioredis.Redis],
-        stale_after: float = 10.0,
-        *,
-        keys: StreamKeys = StreamKeys(),
-    ) -> None:
-        super().__init__(stale_after, keys)
-        self._owned = isinstance(redis_url_or_client, str)
-        self.redis = aioredis.Redis.from_url(redis_url_or_client) if self._owned else redis_url_or_client
+    client_class = aioredis.Redis
 
     async def _run(self, query: Query) -> Any:
         reply = None
