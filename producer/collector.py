@@ -53,6 +53,7 @@ Symbols = Union[str, Iterable[str]]
 
 START_TIMEOUT = 30.0  # seconds start() may spend loading markets
 MAX_BACKOFF = 60.0  # cap of the exponential reconnect backoff, seconds
+SILENCE_FACTOR = 1.5  # a socket is silent after this many stall_timeouts without any frame
 STOP_TIMEOUT = 10.0  # seconds stop() lets queued callbacks finish
 DATAFRAME_COLUMNS = [
     "exchange", "symbol", "type", "timestamp", "receive_time", "exchange_seq", "seq",
@@ -123,7 +124,8 @@ class CCXTProCollector:
             exchange = self.adapter.create_exchange(self.config)
         except ccxt.NotSupported as exc:
             raise ConfigError(f"{self.exchange_id}: testnet is not supported ({exc})") from None
-        keepalive_ms = min(exchange.streaming.get("keepAlive") or 30000, self.config.stall_timeout * 1000 / 3)
+        # ping at least every stall_timeout, so a live but quiet socket is never silent for longer
+        keepalive_ms = min(exchange.streaming.get("keepAlive") or 30000, self.config.stall_timeout * 1000)
         exchange.streaming = {**exchange.streaming, "keepAlive": max(keepalive_ms, 100)}
         try:
             await asyncio.wait_for(exchange.load_markets(), timeout)
@@ -357,14 +359,15 @@ class CCXTProCollector:
             log.debug("%s: recovery step failed: %r", self.exchange_id, exc)
 
     async def _watch_stalls(self) -> None:
-        """Interrupt symbols that got no update for ``stall_timeout`` s while their socket went silent, or
-        that never got a book since their (re)subscription. A quiet book on a live socket is not a stall."""
+        """Interrupt symbols that got no update for ``stall_timeout`` s while a socket went silent (nothing,
+        not even a pong, for SILENCE_FACTOR x stall_timeout; ccxt's own keepalive gives up only after 2-3x),
+        or that never got a book since their (re)subscription. A quiet book on a live socket is no stall."""
         timeout = self.config.stall_timeout
         period = min(max(timeout / 4, 0.05), 1.0)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            silent = self._silent_sockets(timeout)
+            silent = self._silent_sockets(timeout * SILENCE_FACTOR)
             for state in list(self._streams.values()):
                 waiting = now - state.progress_at
                 if (

@@ -15,11 +15,41 @@ from typing import Any, Optional
 import ccxt
 import ccxt.pro
 
+from ccxt.async_support.base.ws.client import Client
+
 from common.config import StreamConfig
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSE_TIMEOUT = 5.0  # seconds to wait for a ccxt WebSocket client to close
+
+
+class GuardedClient(Client):
+    """A ccxt WebSocket client whose receive loop survives any frame.
+
+    ccxt decodes and dispatches each frame inside the receive loop's done-callback; an exception there
+    (an undecodable frame, a handler raising on an error reply) ends the loop for good and every watch
+    on the socket hangs until keepalive gives up. Here such a frame is logged and dropped instead.
+    """
+
+    dropped_frames = 0
+
+    def handle_text_or_binary_message(self, data: Any) -> None:
+        try:
+            super().handle_text_or_binary_message(data)
+        except Exception as exc:
+            self.dropped_frames += 1
+            log.warning("%s: dropped a frame that could not be handled: %r", self.url, exc)
+
+
+class GuardedClients:
+    """Mixin for a ccxt.pro exchange class: its WebSocket clients are :class:`GuardedClient`."""
+
+    def client(self, url: str) -> Client:
+        client = super().client(url)
+        if type(client) is Client:
+            client.__class__ = GuardedClient
+        return client
 
 
 class ExchangeAdapter:
@@ -39,7 +69,11 @@ class ExchangeAdapter:
         return getattr(ccxt.pro, self.exchange_id)
 
     def create_exchange(self, config: StreamConfig) -> Any:
-        exchange = self.exchange_class()(config.ccxt_config())
+        """Instantiate :meth:`exchange_class` (with :class:`GuardedClients` mixed in) from the config."""
+        cls = self.exchange_class()
+        if not issubclass(cls, GuardedClients):
+            cls = type(cls.__name__, (GuardedClients, cls), {})
+        exchange = cls(config.ccxt_config())
         if config.testnet:
             exchange.set_sandbox_mode(True)
         return exchange

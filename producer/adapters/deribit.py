@@ -3,7 +3,8 @@
 ccxt 4.5.90's deribit handler never checks ``prev_change_id``, applies a ``snapshot`` as deltas onto
 whatever book it holds (stale levels survive a reconnect), sets ``nonce`` to the timestamp and raises
 inside the message handler on any JSON-RPC error reply (which stops the socket's receive loop).
-:class:`DeribitStream` fixes all four in the handler, without ever raising there: a broken chain
+:class:`DeribitStream` fixes all four in the handler, without ever raising there: an error reply fails
+only the watches of the channels its request carried; a broken chain
 rejects only that symbol's pending watch with :class:`SequenceGapError` and drops its changes until
 the fresh snapshot that the collector's resubscription brings.
 """
@@ -17,7 +18,7 @@ from typing import Any, Optional
 import ccxt
 import ccxt.pro
 
-from producer.adapters.base import ExchangeAdapter
+from producer.adapters.base import ExchangeAdapter, GuardedClients
 from producer.errors import SequenceGapError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ def book_hash(symbol: str, descriptor: str = INTERVAL) -> str:
     return f"book|{symbol}|{descriptor}"
 
 
-class DeribitStream(ccxt.pro.deribit):
-    """ccxt.pro deribit with a checked change_id chain and message handlers that never raise."""
+class DeribitStream(GuardedClients, ccxt.pro.deribit):
+    """ccxt.pro deribit with a checked change_id chain and error replies routed to their channels."""
 
     def __init__(self, config: Optional[dict] = None) -> None:
         super().__init__(config or {})
@@ -46,7 +47,6 @@ class DeribitStream(ccxt.pro.deribit):
         self.last_change_id: dict[str, int] = {}
         self.fresh_books: set[str] = set()  # symbols rebuilt from a snapshot since the collector last looked
         self.pending_subscribes: dict[Any, list[tuple[str, str]]] = {}  # request id -> [(channel, hash)]
-        self.dropped_frames = 0
 
     def watch_multiple(self, url, message_hashes, message=None, subscribe_hashes=None, subscription=None):
         """Remember which channels each subscribe request carries, to route an error reply to them."""
@@ -57,14 +57,10 @@ class DeribitStream(ccxt.pro.deribit):
         return super().watch_multiple(url, message_hashes, message, subscribe_hashes, subscription)
 
     def handle_message(self, client, message):
-        try:
-            if isinstance(message, dict) and "id" in message:
-                self._handle_reply(client, message)
-                return
+        if isinstance(message, dict) and "id" in message:
+            self._handle_reply(client, message)
+        else:
             super().handle_message(client, message)
-        except Exception as exc:  # one bad frame must never stop the socket's receive loop
-            self.dropped_frames += 1
-            log.warning("deribit: dropped a frame the handler could not process: %r", exc)
 
     def _handle_reply(self, client, message: dict) -> None:
         """A JSON-RPC reply: an error fails exactly the channels of the request it answers."""
