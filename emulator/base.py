@@ -67,6 +67,7 @@ class Connection:
         self.emulator = emulator
         self.ws = ws
         self.transport = request.transport
+        self.path = request.path  # the endpoint it connected to (exchanges with several, e.g. bybit per category)
         self.channels: set[str] = set()
         self.tasks: list[asyncio.Task] = []
         self.state: dict[str, Any] = {}  # exchange-specific per-connection state (e.g. heartbeat settings)

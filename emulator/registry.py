@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from emulator.base import ExchangeEmulator
 from emulator.deribit import DeribitEmulator
+from emulator.bybit import BybitEmulator
 from emulator.okx import OkxEmulator
 
 EXCHANGES: dict[str, type[ExchangeEmulator]] = {
     DeribitEmulator.name: DeribitEmulator,
+    BybitEmulator.name: BybitEmulator,
     OkxEmulator.name: OkxEmulator,
 }

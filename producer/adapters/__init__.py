@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from producer.adapters.base import ExchangeAdapter
 from producer.adapters.deribit import DeribitAdapter
+from producer.adapters.okx import OkxAdapter
+from producer.adapters.bybit import BybitAdapter
 
 #: exchange id -> adapter class; exchanges not listed use the generic :class:`ExchangeAdapter`
 ADAPTERS: dict[str, type[ExchangeAdapter]] = {
     "deribit": DeribitAdapter,
+    "okx": OkxAdapter,
+    "bybit": BybitAdapter,
 }
 
 
