@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "cli.monitor:monitor",
     "compare": "cli.monitor:compare",
     "up": "cli.up:up",
+    "shards": "cli.shards:shards",
     "status": "cli.status:status",
 }
 

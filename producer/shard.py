@@ -22,8 +22,11 @@ import redis.asyncio as aioredis
 
 from common.config import ConfigError, StreamConfig, check_exchange_id
 from common.streams import StreamKeys, shard_tag
+from common.redis_client import async_client, redact
 from producer.collector import CCXTProCollector
+from producer.lease import SymbolLeases
 from producer.publisher import RedisPublisher
+from producer.spool import DiskSpool
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,10 @@ class ShardConfig:
     futures: list[str] = field(default_factory=list)  # base currencies: all their futures + perpetuals
     options: list[str] = field(default_factory=list)  # base currencies: their option chains
     symbols: list[str] = field(default_factory=list)  # explicit symbols (unified or native ids)
-    expiry: Optional[str] = None  # options expiry filter (DEC26, 25DEC26, 2026-12-25)
+    expiry: Optional[str | list[str]] = None  # options expiry filter(s): DEC26, 25DEC26, 2026-12-25
     option_type: Optional[str] = None  # C / P / call / put
+    min_strike: Optional[float] = None  # options strike range, inclusive
+    max_strike: Optional[float] = None
     limit: int = 20
     exchange_config: dict[str, Any] = field(default_factory=dict)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -46,6 +51,9 @@ class ShardConfig:
     maxlen: int = 100_000  # entries kept per symbol stream (approximate MAXLEN)
     market_refresh: float = 300.0  # seconds between market reloads (0 disables)
     heartbeat: float = 1.0  # seconds between status updates
+    lease_ttl: int = 15  # seconds a crashed producer's symbol leases outlive it
+    spool_dir: Optional[str] = None  # on-disk journal while Redis is unreachable (None: memory only)
+    spool_max_bytes: int = 1 << 30
     stall_timeout: float = 30.0
     reconnect_delay: float = 1.0
     max_reconnect_attempts: int = 10
@@ -59,9 +67,13 @@ class ShardConfig:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} must be a list of strings, got {value!r}")
             setattr(self, name, [v.strip() for v in value])
+        if isinstance(self.expiry, str):
+            self.expiry = [e for e in self.expiry.split(",") if e.strip()]
+        if self.expiry is not None and (not isinstance(self.expiry, list) or not all(isinstance(e, str) for e in self.expiry)):
+            raise ConfigError(f"expiry must be a string or a list of strings, got {self.expiry!r}")
         if not (self.futures or self.options or self.symbols):
             raise ConfigError("nothing to stream: give --futures, --options and/or --symbols")
-        for name in ("limit", "maxlen"):
+        for name in ("limit", "maxlen", "lease_ttl", "spool_max_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -108,9 +120,14 @@ class ProducerProcess:
     def __init__(self, config: ShardConfig, redis: Optional[aioredis.Redis] = None) -> None:
         self.config = config
         self.keys = StreamKeys(config.key_prefix)
-        self.redis = redis or aioredis.from_url(config.redis_url, socket_connect_timeout=5, socket_timeout=30)
+        self.redis = redis or async_client(config.redis_url, socket_timeout=30)
         self.collector = CCXTProCollector(config.stream_config())
-        self.publisher = RedisPublisher(self.redis, config.tag, keys=self.keys, maxlen=config.maxlen)
+        # seq continues across restarts (it starts at the start time in µs), so (exchange, symbol, seq)
+        # identifies a snapshot for good and consumers can dedupe replays
+        self.collector.seq_origin = time.time_ns() // 1000
+        spool = DiskSpool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
+        self.publisher = RedisPublisher(self.redis, config.tag, keys=self.keys, maxlen=config.maxlen, spool=spool)
+        self.leases = SymbolLeases(self.redis, self.keys, config.exchange, config.tag, ttl=config.lease_ttl)
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._last_rate = (time.monotonic(), 0)
@@ -126,7 +143,8 @@ class ProducerProcess:
         await self.collector.start()
         try:
             await self.sync_subscriptions()
-            log.info("%s: streaming %d symbols into Redis", self.config.tag, len(self.subscribed()))
+            log.info("%s: streaming %d symbols into Redis at %s", self.config.tag, len(self.subscribed()),
+                     redact(self.config.redis_url))
             tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
             if self.config.market_refresh > 0:
                 tasks.append(asyncio.create_task(self._refresh_loop(), name="market-refresh"))
@@ -142,7 +160,8 @@ class ProducerProcess:
             except asyncio.TimeoutError:
                 log.error("%s: %d snapshots could not be flushed to Redis", self.config.tag, self.publisher.buffered)
                 publisher_task.cancel()
-            await self._write_status(alive=False)
+            await self._quietly(self.leases.release())
+            await self._quietly(self._write_status(alive=False))
             log.info("%s: stopped; published %d snapshots", self.config.tag, self.publisher.stats.published)
 
     # ------------------------------------------------------------------------------------- selection
@@ -156,11 +175,13 @@ class ProducerProcess:
         options = [
             s
             for base in cfg.options
-            for s in col.get_available_options(base_currency=base, option_type=cfg.option_type, expiry=cfg.expiry)
+            for expiry in (cfg.expiry or [None])
+            for s in col.get_available_options(base_currency=base, option_type=cfg.option_type, expiry=expiry,
+                                               min_strike=cfg.min_strike, max_strike=cfg.max_strike)
         ]
         for symbol in cfg.symbols:
-            resolved = col.catalog.resolve(symbol)
-            (options if col.catalog.market_type(resolved) == "option" else futures).append(resolved)
+            market = col.get_market(symbol)
+            (options if market.type == "option" else futures).append(market.symbol)
         return sorted(set(futures)), sorted(set(options))
 
     async def sync_subscriptions(self) -> None:
@@ -168,9 +189,10 @@ class ProducerProcess:
         futures, options = self.wanted()
         current = self.subscribed()
         wanted = set(futures) | set(options)
-        await self.publisher.register_markets(self.collector.catalog.info(s) for s in sorted(wanted))
         new_futures = [s for s in futures if s not in current]
         new_options = [s for s in options if s not in current]
+        await self.leases.acquire(new_futures + new_options)
+        await self.publisher.register_markets(self.collector.get_market(s) for s in sorted(wanted))
         if new_futures:
             await self.collector.subscribe_futures(new_futures)
         if new_options:
@@ -178,6 +200,7 @@ class ProducerProcess:
         for symbol in sorted(current - wanted):
             log.info("%s: retiring %s (expired or delisted)", self.config.tag, symbol)
             await self.collector.unsubscribe(symbol)
+            await self.leases.release([symbol])
         if new_futures or new_options:
             log.info("%s: subscribed %d new symbols", self.config.tag, len(new_futures) + len(new_options))
 
@@ -195,13 +218,14 @@ class ProducerProcess:
         while True:
             try:
                 await self._write_status(alive=True)
+                await self.leases.renew()
             except Exception as exc:  # Redis down: the publisher reports it; keep streaming
                 log.debug("heartbeat failed: %r", exc)
             await asyncio.sleep(self.config.heartbeat)
 
     def status(self) -> dict[str, Any]:
         """The producer's status as published in Redis (``ccxt:{<shard>}:status``)."""
-        per_symbol = self.collector.status()
+        per_symbol = self.collector.get_status()
         updates = sum(s.get("updates", 0) for s in per_symbol.values())
         now = time.monotonic()
         then, previous = self._last_rate
@@ -229,6 +253,14 @@ class ProducerProcess:
             "redis_errors": stats.errors,
             "last_error": (stats.last_error or (errors[-1] if errors else "")) or "",
         }
+
+    @staticmethod
+    async def _quietly(awaitable) -> None:
+        """Best-effort shutdown step: Redis may be down, which must not hide the real outcome."""
+        try:
+            await asyncio.wait_for(awaitable, timeout=5)
+        except Exception as exc:
+            log.warning("shutdown step failed: %r", exc)
 
     async def _write_status(self, alive: bool) -> None:
         status = {key: str(value) for key, value in self.status().items()}
