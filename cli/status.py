@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 import click
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -94,37 +95,41 @@ def _count(value: int, bad_style: str = "red") -> Text:
     return Text(f"{value:,}", style=bad_style if value else "")
 
 
+def _table(title: str, key: str, *columns: str) -> Table:
+    """A compact table: the key column left-aligned, the others right-aligned, cells never wrapped."""
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(key, no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True, overflow="ellipsis")
+    return table
+
+
 def render(state: PipelineState) -> Group:
     """The human view of one :class:`PipelineState`."""
-    producers = Table(title="Producers", title_justify="left", expand=False)
-    for column in ("shard", "state", "age", "host/pid", "symbols", "streaming", "failed", "upd/s",
-                   "reconnects", "resyncs", "buffered", "dropped", "last error"):
-        producers.add_column(column, justify="left" if column in ("shard", "state", "host/pid", "last error") else "right")
+    producers = _table("Producers", "shard", "state", "symbols", "failed", "upd/s", "reconn", "resync", "buffered",
+                       "dropped", "host:pid")
     for p in state.producers:
         producers.add_row(
-            p.shard, Text(p.state, style=_STATE_STYLE.get(p.state, "")), _age(p.age_s), f"{p.host}/{p.pid}",
-            str(p.symbols), str(p.streaming), _count(p.failed), f"{p.updates_per_s:,.1f}", str(p.reconnects),
-            str(p.resyncs), _count(p.buffered, "yellow"), _count(p.dropped), Text(p.last_error[:60], style="red"),
+            p.shard, Text(f"{p.state} {_age(p.age_s)}", style=_STATE_STYLE.get(p.state, "")), f"{p.streaming}/{p.symbols}",
+            _count(p.failed), f"{p.updates_per_s:,.1f}", str(p.reconnects), str(p.resyncs), _count(p.buffered, "yellow"),
+            _count(p.dropped), f"{p.host}:{p.pid}",
         )
+    errors = Text("\n").join(
+        Text.assemble(f"  {p.shard}: ", (p.last_error, "red")) for p in state.producers if p.last_error
+    )
 
-    shards = Table(title="Streams per shard", title_justify="left")
-    for column in ("shard", "streams", "entries", "written", "writes/s", "last write"):
-        shards.add_column(column, justify="left" if column == "shard" else "right")
+    shards = _table("Streams per shard", "shard", "streams", "entries", "written", "writes/s", "last write")
     for s in state.shards:
         missing = f" ({s.missing} missing)" if s.missing else ""
         shards.add_row(s.shard, f"{s.streams:,}{missing}", f"{s.length:,}", f"{s.entries_added:,}",
                        "-" if s.write_rate is None else f"{s.write_rate:,.1f}", _age(s.last_write_age_s))
 
-    groups = Table(title="Consumer groups", title_justify="left")
-    for column in ("group", "streams", "consumers", "pending", "lag"):
-        groups.add_column(column, justify="left" if column == "group" else "right")
+    groups = _table("Consumer groups", "group", "streams", "consumers", "pending", "lag")
     for g in state.groups:
         lag = f"{g.lag:,}" + (f" (+{g.lag_unknown} streams unknown)" if g.lag_unknown else "")
         groups.add_row(g.group, f"{g.streams:,}", str(len(g.consumers)), f"{g.pending:,}", lag)
 
-    books = Table(title="Latest books", title_justify="left")
-    for column in ("exchange", "books", "median age", "max age", "stale", "undecodable"):
-        books.add_column(column, justify="left" if column == "exchange" else "right")
+    books = _table("Latest books", "exchange", "books", "median age", "max age", "stale", "undecodable")
     for b in state.books:
         books.add_row(b.exchange, f"{b.books:,}", _age(b.median_age_s), _age(b.max_age_s),
                       _count(b.stale, "yellow"), _count(b.undecodable))
@@ -135,4 +140,6 @@ def render(state: PipelineState) -> Group:
     )
     parts = [table if table.row_count else Text(f"{table.title}: none", style="dim")
              for table in (producers, shards, groups, books)]
+    if errors:
+        parts.insert(1, Text.assemble(("last errors:\n", "bold"), errors))
     return Group(*parts, footer)

@@ -276,7 +276,9 @@ async def _read_shards(redis: aioredis.Redis, streams: dict[str, list[str]], now
         redis, [call for _, s in flat for call in (lambda p, s=s: p.xinfo_stream(s), lambda p, s=s: p.xinfo_groups(s))]
     )
     views = {tag: ShardView(tag) for tag in streams}
-    consumer_queries: list[tuple[GroupStats, str, str]] = []
+    # Consumer names: a runner reads every stream of its shards, so the stream where a group has the most
+    # consumers names them all; one XINFO CONSUMERS per (shard, group) instead of one per stream.
+    busiest: dict[tuple[str, str], tuple[int, str]] = {}
     for index, (tag, stream) in enumerate(flat):
         info, groups = replies[2 * index], replies[2 * index + 1]
         view = views[tag]
@@ -292,13 +294,14 @@ async def _read_shards(redis: aioredis.Redis, streams: dict[str, list[str]], now
             view.last_write_age_s = age if view.last_write_age_s is None else min(view.last_write_age_s, age)
         for group_info in _items(groups):
             name = _text(group_info["name"])
-            stats = view.groups.setdefault(name, GroupStats(name))
-            stats.add(group_info)
-            if group_info.get("consumers"):
-                consumer_queries.append((stats, stream, name))
-    consumers = await pipelined(redis, [lambda p, s=s, g=g: p.xinfo_consumers(s, g) for _, s, g in consumer_queries])
-    for (stats, _, _), infos in zip(consumer_queries, consumers):
-        stats.consumers.update(_text(c["name"]) for c in _items(infos))
+            view.groups.setdefault(name, GroupStats(name)).add(group_info)
+            consumers = int(group_info.get("consumers") or 0)
+            if consumers > busiest.get((tag, name), (0, ""))[0]:
+                busiest[(tag, name)] = (consumers, stream)
+    queries = sorted(busiest.items())
+    replies = await pipelined(redis, [lambda p, s=s, g=g: p.xinfo_consumers(s, g) for (_, g), (_, s) in queries])
+    for ((tag, name), _), infos in zip(queries, replies):
+        views[tag].groups[name].consumers.update(_text(c["name"]) for c in _items(infos))
     return [views[tag] for tag in sorted(views)]
 
 
