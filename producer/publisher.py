@@ -84,7 +84,8 @@ class RedisPublisher:
         self._stream_of: dict[str, str] = {}
         self._registered: set[str] = set()
         self._needs_resync: set[str] = set()
-        self._failing = False  # the last write failed: reconcile before writing again
+        # the last write failed (or a previous run left a spool): check what Redis already holds first
+        self._failing = bool(spool is not None and len(spool))
         self._wakeup = asyncio.Event()
         self._closed = False
 

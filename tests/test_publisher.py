@@ -8,7 +8,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from common.codec import decode_fields
+from common.codec import decode_fields, encode
 from common.model import OrderbookSnapshot, ms_to_datetime
 from common.streams import PAYLOAD_FIELD, StreamKeys
 from producer.publisher import RedisPublisher
@@ -141,3 +141,22 @@ async def test_entries_lost_by_a_redis_crash_are_resent_once(tmp_path):
         assert seqs[symbol] == list(range(1, 102))
     await client.aclose()
     server.stop()
+
+
+async def test_spool_left_by_a_crashed_producer_is_replayed_once(redis_url, tmp_path):
+    """A producer died with a spool whose head was already written (crash between XADD and the spool
+    commit): the next producer replays the spool without writing those entries twice."""
+    client = aioredis.from_url(redis_url)
+    spool = DiskSpool(tmp_path / "spool")
+    records = [(KEYS.book_stream("deribit.btc", SYMBOLS[0]), seq, encode(snapshot(SYMBOLS[0], seq))) for seq in range(1, 11)]
+    spool.append(records)
+    for stream, _, payload in records[:4]:  # written, but the crash came before spool.commit()
+        await client.xadd(stream, {PAYLOAD_FIELD: payload})
+    spool.close()
+    publisher = RedisPublisher(client, "deribit.btc", spool=DiskSpool(tmp_path / "spool"))
+    runner = asyncio.create_task(publisher.run())
+    assert await publisher.flush(timeout=20)
+    publisher.close()
+    await asyncio.wait_for(runner, 10)
+    assert (await stream_seqs(client, "deribit.btc"))[SYMBOLS[0]] == list(range(1, 11))
+    await client.aclose()
