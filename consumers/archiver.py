@@ -336,6 +336,7 @@ class ParquetArchiver(Worker):
         """tmp file + fsync -> marker + fsync -> rename + directory fsync (runs in a worker thread)."""
         directory = self.out / f"exchange={partition.exchange}" / f"date={partition.date}"
         _make_dirs(directory)
+        _make_dirs(self.pending_dir)
         name = self._file_name(directory)
         tmp, final = directory / f"{TMP_PREFIX}{name}", directory / f"{name}.parquet"
         table = self._table(partition.blocks)
