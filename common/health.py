@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from common.logs import redact
-from common.metrics import build_registry
+from common.metrics import RefreshingSource, build_registry
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class MetricsServer:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _refresh_sources(self) -> None:
-        refreshing = [source for source in self.sources if hasattr(source, "refresh")]
+        refreshing = [source for source in self.sources if isinstance(source, RefreshingSource)]
         if not refreshing:
             return
         results = await asyncio.gather(

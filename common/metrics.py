@@ -13,14 +13,14 @@ All metric names start with ``ccxt_collector_``.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Protocol
+from typing import TYPE_CHECKING, Iterable, Optional, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from common.inspection import group_lag_by_shard
+from common.inspection import GroupStats, group_lag_by_shard
 from common.streams import StreamKeys
 
 if TYPE_CHECKING:  # only for type hints: common must not import the producer or consumer packages
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # only for type hints: common must not import the producer or
 PREFIX = "ccxt_collector"
 
 
+@runtime_checkable
 class RefreshingSource(Protocol):
     """A source whose values come from I/O: ``refresh()`` is awaited before each scrape."""
 
@@ -68,26 +69,28 @@ class MonotonicSums:
 class CollectorMetrics(Collector):
     """Streaming health of one exchange collector, from its per-symbol ``get_status()``."""
 
+    #: per-symbol status field -> (metric name, help, labels)
+    COUNTERS = {
+        "updates": ("updates_total", "Order-book snapshots received from the exchange", ("exchange", "market_type")),
+        "reconnects": ("reconnects_total", "Symbol subscriptions re-established after an error", ("exchange",)),
+        "resyncs": ("resyncs_total", "Sequence gaps detected, each repaired by a fresh snapshot", ("exchange",)),
+    }
+
     def __init__(self, collector: "CCXTProCollector") -> None:
         self.collector = collector
-        self._sums = {name: MonotonicSums() for name in ("updates", "reconnects", "resyncs")}
+        self._sums = {name: MonotonicSums() for name in self.COUNTERS}
 
     def collect(self) -> Iterable[Metric]:
         exchange = self.collector.exchange_id
         per_symbol = self.collector.get_status()
-        current: dict[str, dict[tuple, dict[str, float]]] = {name: defaultdict(dict) for name in self._sums}
+        current: dict[str, dict[tuple, dict[str, float]]] = {name: defaultdict(dict) for name in self.COUNTERS}
         states: dict[str, int] = defaultdict(int)
         for symbol, status in per_symbol.items():
-            current["updates"][(exchange, status.get("market_type") or "unknown")][symbol] = status.get("updates", 0)
-            current["reconnects"][(exchange,)][symbol] = status.get("reconnects", 0)
-            current["resyncs"][(exchange,)][symbol] = status.get("resyncs", 0)
+            for name, (_, _, labels) in self.COUNTERS.items():
+                label_values = {"exchange": exchange, "market_type": status.get("market_type") or "unknown"}
+                current[name][tuple(label_values[label] for label in labels)][symbol] = status.get(name, 0)
             states[status.get("state") or "unknown"] += 1
-        docs = {
-            "updates": ("updates_total", "Order-book snapshots received from the exchange", ("exchange", "market_type")),
-            "reconnects": ("reconnects_total", "Symbol subscriptions re-established after an error", ("exchange",)),
-            "resyncs": ("resyncs_total", "Sequence gaps detected, each repaired by a fresh snapshot", ("exchange",)),
-        }
-        for name, (metric_name, documentation, labels) in docs.items():
+        for name, (metric_name, documentation, labels) in self.COUNTERS.items():
             family = counter(metric_name, documentation, labels)
             for label_values, total in sorted(self._sums[name].update(current[name]).items()):
                 family.add_metric(list(label_values), total)
@@ -199,7 +202,7 @@ class ConsumerLagMetrics(Collector):
         self.group = group
         self.keys = keys
         self.shards = set(shards) if shards else None
-        self._by_shard: dict[str, Any] = {}
+        self._by_shard: dict[str, GroupStats] = {}
 
     async def refresh(self) -> None:
         self._by_shard = {}  # a failed refresh exports nothing rather than stale numbers
