@@ -65,13 +65,15 @@ def latest(exchange: str, symbol: str, depth: int, as_json: bool, stale_after: f
     """
     from redis.exceptions import RedisError
 
+    from common.redis_client import redact
+
     from consumers.cache import LatestBooks
 
     try:
         with LatestBooks(redis_url, stale_after=stale_after) as books:
             snapshot = books.get(exchange, symbol)
     except RedisError as exc:
-        raise OSError(f"cannot read the latest-book cache at {redis_url.split('@')[-1]}: {exc}") from None
+        raise OSError(f"cannot read the latest-book cache at {redact(redis_url)}: {exc}") from None
     if snapshot is None:
         click.echo(f"no cached book for {exchange} {symbol} (is `ccxt-collector cache` running?)", err=True)
         sys.exit(1)

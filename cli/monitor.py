@@ -89,6 +89,8 @@ def compare(target: str, once: bool, interval: float, max_age: float, groups_fil
     tightest-spread fresh book. Needs `ccxt-collector cache` running. Exit 1 if nothing matches.
     """
     from redis.exceptions import RedisError
+
+    from common.redis_client import redact
     from rich.live import Live
 
     from consumers.cache import LatestBooks
@@ -112,7 +114,7 @@ def compare(target: str, once: bool, interval: float, max_age: float, groups_fil
     except KeyboardInterrupt:
         pass
     except RedisError as exc:
-        raise OSError(f"cannot read the latest-book cache at {redis_url.split('@')[-1]}: {exc}") from None
+        raise OSError(f"cannot read the latest-book cache at {redact(redis_url)}: {exc}") from None
 
 
 class GroupView:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Iterable, Optional
 
-import redis as syncredis
 import redis.asyncio as aioredis
 
 from common.codec import decode
 from common.model import OrderbookSnapshot, datetime_to_ms
+from common.redis_client import async_client, sync_client
 from common.streams import StreamKeys
 from consumers.runner import StreamEntry, Worker
 
@@ -111,8 +111,8 @@ Query = Generator[tuple, Any, Any]
 class _BookReader:
     """What :class:`LatestBooks` and :class:`AsyncLatestBooks` share: queries, decoding, staleness."""
 
-    #: the redis-py client class a URL is opened with (set by each reader)
-    client_class: type
+    #: opens a client from a URL (common.redis_client: single node or redis+cluster://), set by each reader
+    connect: Callable[[str], Any]
 
     def __init__(self, redis_url_or_client: Any, stale_after: float = 10.0, *, keys: StreamKeys = StreamKeys()) -> None:
         """``redis_url_or_client``: a Redis URL (the reader opens and closes its client) or a client of the kind."""
@@ -121,7 +121,7 @@ class _BookReader:
         self.stale_after = stale_after
         self.keys = keys
         self._owned = isinstance(redis_url_or_client, str)
-        self.redis = self.client_class.from_url(redis_url_or_client) if self._owned else redis_url_or_client
+        self.redis = type(self).connect(redis_url_or_client) if self._owned else redis_url_or_client
         self._unified: dict[tuple[str, str], str] = {}  # (exchange, native id) -> unified symbol
 
     def age(self, snapshot: OrderbookSnapshot, now: Optional[float] = None) -> float:
@@ -153,16 +153,14 @@ class _BookReader:
 
     def _all(self, exchange: Optional[str]) -> Query:
         if exchange is not None:
-            book_keys = [self.keys.latest(exchange)]
-        else:
-            book_keys, cursor = [], None
-            while cursor != 0:
-                cursor, found = yield ("scan", cursor or 0, self.keys.latest("*"), 1000, "hash")
-                book_keys.extend(k.decode() if isinstance(k, bytes) else k for k in found)
+            exchanges = [exchange]
+        else:  # every cached book came from a shard's stream; a shard tag starts with its exchange id
+            tags = yield ("smembers", self.keys.shards)
+            exchanges = sorted({tag.decode().split(".", 1)[0] for tag in tags})
         books: dict[tuple[str, str], OrderbookSnapshot] = {}
         now = time.time()
-        for book_key in sorted(book_keys):
-            for payload in (yield ("hvals", book_key)):
+        for name in exchanges:
+            for payload in (yield ("hvals", self.keys.latest(name))):
                 snapshot = self._decode(payload, now)
                 books[(snapshot.exchange, snapshot.symbol)] = snapshot
         return books
@@ -187,7 +185,7 @@ class LatestBooks(_BookReader):
     returned snapshot carries ``extra["age"]`` (seconds) and ``extra["stale"]``.
     """
 
-    client_class = syncredis.Redis
+    connect = staticmethod(sync_client)
 
     def _run(self, query: Query) -> Any:
         reply = None
@@ -221,7 +219,7 @@ class LatestBooks(_BookReader):
 class AsyncLatestBooks(_BookReader):
     """The asyncio twin of :class:`LatestBooks` (redis.asyncio); same queries, awaited."""
 
-    client_class = aioredis.Redis
+    connect = staticmethod(async_client)
 
     async def _run(self, query: Query) -> Any:
         reply = None

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from common.codec import CodecError, decode_fields
+from common.redis_client import async_client, redact
 from common.streams import PAYLOAD_FIELD, StreamKeys
 
 log = logging.getLogger(__name__)
@@ -359,12 +360,12 @@ async def serve(worker: Worker, redis_url: str, *, shards: Optional[Iterable[str
 
     Raises OSError with one clear line when Redis is unreachable at start-up.
     """
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    client = async_client(redis_url)
     try:
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
-            raise OSError(f"cannot reach Redis at {redis_url.split('@')[-1]}: {exc}") from None
+            raise OSError(f"cannot reach Redis at {redact(redis_url)}: {exc}") from None
         runner = ConsumerRunner(client, worker, shards=shards, **runner_options)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

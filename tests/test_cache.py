@@ -22,9 +22,11 @@ from cli import main
 from common.codec import encode
 from common.markets import MarketInfo
 from common.model import OrderbookSnapshot, ms_to_datetime
+from common.redis_client import async_client
 from common.streams import PAYLOAD_FIELD, StreamKeys, shard_tag
 from consumers.cache import AsyncLatestBooks, LatestBookCache, LatestBooks
 from consumers.runner import ConsumerRunner, Worker
+from emulator.redis_server import RedisClusterServer
 from producer.publisher import RedisPublisher
 
 KEYS = StreamKeys()
@@ -44,7 +46,7 @@ def book(exchange: str, symbol: str, bid: float, ask: float, *, seq: int, age: f
 
 async def publish(redis_url: str, snapshots: Iterable[OrderbookSnapshot], markets: Iterable[MarketInfo] = ()) -> None:
     """Publish through the real RedisPublisher, one shard per exchange, and wait until all is in Redis."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     publishers: dict[str, RedisPublisher] = {}
     try:
         for snapshot in snapshots:
@@ -71,7 +73,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -
 @asynccontextmanager
 async def running(redis_url: str, worker: Worker, consumer: str = "test") -> AsyncIterator[ConsumerRunner]:
     """An in-process ConsumerRunner for ``worker`` with short poll intervals; stopped and awaited on exit."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     runner = ConsumerRunner(client, worker, consumer=consumer, block_ms=50, discover_interval=0.1, flush_interval=0.1)
     task = asyncio.create_task(runner.run())
     try:
@@ -120,6 +122,23 @@ async def test_cache_holds_the_last_published_book_of_every_symbol(redis_url):
     async with AsyncLatestBooks(redis_url) as abooks:
         assert await abooks.get("okx", "BTC/USD:BTC") == expected[("okx", "BTC/USD:BTC")]
         assert await abooks.all() == expected
+
+
+async def test_cache_on_redis_cluster(tmp_path):
+    """The script's two keys share a slot; readers find every exchange without a cluster-wide SCAN."""
+    cluster = RedisClusterServer(tmp_path / "cluster").start()
+    try:
+        snapshots = history()
+        await publish(cluster.url, snapshots)
+        async with running(cluster.url, LatestBookCache()) as runner:
+            await wait_until(lambda: runner.stats.acked == len(snapshots))
+        with LatestBooks(cluster.url) as books:
+            assert books.all() == last_of_each(snapshots)
+        async with AsyncLatestBooks(cluster.url) as abooks:
+            assert await abooks.get("okx", "BTC/USDT:USDT") == last_of_each(snapshots)[("okx", "BTC/USDT:USDT")]
+        assert cluster.node_of(KEYS.latest("okx")) == cluster.node_of(KEYS.latest_order("okx"))
+    finally:
+        cluster.stop()
 
 
 async def test_older_entries_never_overwrite_newer_ones(redis_url):
