@@ -75,8 +75,9 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection {self.emulator.name}#{self.id} channels={len(self.channels)}>"
 
-    async def send(self, text: str) -> None:
-        """Send one text frame, unless the emulator is stalled (then it is dropped) or the socket is gone."""
+    async def send(self, frame: str | bytes) -> None:
+        """Send one text (str) or binary (bytes) frame, unless the emulator is stalled (then it is dropped) or the
+        socket is gone."""
         stats = self.emulator.stats
         if self.emulator.faults.stalled:
             stats.messages_dropped += 1
@@ -84,7 +85,7 @@ class Connection:
         if self.ws.closed:
             return
         try:
-            await self.ws.send_str(text)
+            await (self.ws.send_bytes(frame) if isinstance(frame, bytes) else self.ws.send_str(frame))
         except (ConnectionError, RuntimeError):
             return  # the peer went away; the receive loop unregisters the connection
         stats.messages_sent += 1
@@ -139,6 +140,9 @@ class ExchangeEmulator(ABC):
     @abstractmethod
     async def on_text(self, conn: Connection, text: str) -> None:
         """Handle one text frame from a client."""
+
+    def on_connect(self, conn: Connection) -> None:
+        """A client connected (an exchange that pings its clients starts that here, with ``conn.spawn``)."""
 
     @abstractmethod
     async def publish(self, instrument: str, prev_id: int, change_id: int, changes: list[Change]) -> None:
@@ -260,6 +264,7 @@ class ExchangeEmulator(ABC):
         self.connections[conn.id] = conn
         self.stats.connections += 1
         self.stats.connections_total += 1
+        self.on_connect(conn)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -331,7 +336,7 @@ class ExchangeEmulator(ABC):
                 conn.transport.abort()
         return len(conns)
 
-    async def send_raw(self, text: str) -> int:
+    async def send_raw(self, text: str | bytes) -> int:
         """Send ``text`` as one frame to every connection; returns how many."""
         conns = list(self.connections.values())
         for conn in conns:

@@ -6,12 +6,16 @@ from producer.adapters.base import ExchangeAdapter
 from producer.adapters.deribit import DeribitAdapter
 from producer.adapters.okx import OkxAdapter
 from producer.adapters.bybit import BybitAdapter
+from producer.adapters.binanceusdm import BinanceUsdmAdapter
+from producer.adapters.htx import HtxAdapter
 
 #: exchange id -> adapter class; exchanges not listed use the generic :class:`ExchangeAdapter`
 ADAPTERS: dict[str, type[ExchangeAdapter]] = {
     "deribit": DeribitAdapter,
     "okx": OkxAdapter,
     "bybit": BybitAdapter,
+    "binanceusdm": BinanceUsdmAdapter,
+    "htx": HtxAdapter,
 }
 
 
