@@ -360,6 +360,10 @@ async def serve(worker: Worker, redis_url: str, *, shards: Optional[Iterable[str
 
     Raises OSError with one clear line when Redis is unreachable at start-up.
     """
+    stop = asyncio.Event()  # signals are handled from the start: a SIGTERM during start-up still exits cleanly
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     client = async_client(redis_url)
     try:
         try:
@@ -367,11 +371,8 @@ async def serve(worker: Worker, redis_url: str, *, shards: Optional[Iterable[str
         except (RedisError, OSError) as exc:
             raise OSError(f"cannot reach Redis at {redact(redis_url)}: {exc}") from None
         runner = ConsumerRunner(client, worker, shards=shards, **runner_options)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
         tune_gc()
         log.info("%s worker %s running (shards: %s)", worker.group, runner.consumer, ", ".join(shards or ()) or "all")
-        await runner.run()
+        await runner.run(stop)
     finally:
         await client.aclose()

@@ -219,12 +219,17 @@ async def test_latest_command_prints_the_book_json_and_table(redis_url):
     assert "no cached book for deribit SOL/USD:SOL" in result.stderr
 
 
-def test_latest_command_reports_unreachable_redis_in_one_line():
+@pytest.mark.parametrize("command, message", [
+    (["latest", "deribit", "BTC/USD:BTC"], "error: cannot read the latest-book cache"),
+    (["cache"], "error: cannot reach Redis"),
+])
+def test_unreachable_redis_is_one_line_and_exit_2(command, message):
     from tests.redis_server import free_port
 
-    result = CliRunner().invoke(main, ["latest", "deribit", "BTC/USD:BTC", "--redis-url", f"redis://127.0.0.1:{free_port()}/0"])
+    result = CliRunner().invoke(main, [*command, "--redis-url", f"redis://user:hunter2@127.0.0.1:{free_port()}/0"])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: cannot read the latest-book cache") and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+    assert "hunter2" not in result.stderr
 
 
 async def test_cache_command_runs_as_a_process_until_sigterm(redis_url):
