@@ -79,8 +79,12 @@ class CCXTProCollector:
         self.snapshot_history: defaultdict[str, deque] = defaultdict(self._new_history)
         self.subscribed_futures: set[str] = set()
         self.subscribed_options: set[str] = set()
+        #: first ``seq`` of a symbol is seq_origin + 1 (a producer sets it to the start time in µs so that
+        #: seq keeps growing across restarts)
+        self.seq_origin = 0
         self._catalog: Optional[MarketCatalog] = None
         self._streams: dict[str, SymbolState] = {}
+        self._last_seq: dict[str, int] = {}  # seq of unsubscribed symbols: a resubscription continues it
         self._listeners: list[Listener] = []
         self._callbacks = CallbackRunner(config.on_orderbook_update, config.on_error, config.callback_timeout)
         self._batcher: Optional[SubscriptionBatcher] = None
@@ -143,6 +147,12 @@ class CCXTProCollector:
         self._callbacks.start()
         self._watchdog = asyncio.ensure_future(self._watch_stalls())
 
+    async def refresh_markets(self) -> None:
+        """Reload the exchange's markets (new listings, expiries); streams are not interrupted."""
+        catalog = self._require_catalog()
+        markets = await self.exchange.load_markets(reload=True)
+        self._catalog = MarketCatalog(catalog.exchange_id, markets)
+
     async def stop(self) -> None:
         """Stop every stream, let queued callbacks finish, close the exchange's connections."""
         if not self.is_running:
@@ -197,7 +207,7 @@ class CCXTProCollector:
         new = [symbol for symbol in unified if symbol not in self._streams]
         for symbol in new:
             market_type = catalog.market_type(symbol)
-            self._streams[symbol] = SymbolState(symbol, market_type)
+            self._streams[symbol] = SymbolState(symbol, market_type, seq=self._last_seq.get(symbol, self.seq_origin))
             (self.subscribed_options if market_type in OPTION_TYPES else self.subscribed_futures).add(symbol)
         if new and self._batcher is not None:
             await self._batcher.subscribe(new)
@@ -208,13 +218,14 @@ class CCXTProCollector:
 
     async def unsubscribe(self, symbol: str) -> None:
         """Stop streaming ``symbol``; its latest book is dropped, its history kept."""
-        unified = self._require_catalog().resolve(symbol)
+        unified = symbol if symbol in self._streams else self._require_catalog().resolve(symbol)
         state = self._streams.pop(unified, None)
         if state is None:
             return
         if state.task is not None:
             state.task.cancel()
             await asyncio.gather(state.task, return_exceptions=True)
+        self._last_seq[unified] = state.seq
         self.subscribed_futures.discard(unified)
         self.subscribed_options.discard(unified)
         self.orderbooks.pop(unified, None)

@@ -180,7 +180,8 @@ async def test_subscribe_recovers_after_transient_subscribe_failures(emulator):
         await collector.subscribe_futures(["BTC-PERPETUAL"])
         await wait_until(lambda: collector.get_latest_orderbook("BTC/USD:BTC") is not None, what="book")
         assert collector.get_status()["BTC/USD:BTC"]["reconnects"] == 2
-        assert collector.get_latest_orderbook("BTC/USD:BTC").resync is True
+        first = collector.get_snapshot_history("BTC/USD:BTC")[0]
+        assert first.seq == 1 and first.resync is True
 
 
 async def test_raising_and_slow_callbacks_do_not_stop_other_symbols(emulator):

@@ -120,11 +120,21 @@ class DeribitAdapter(ExchangeAdapter):
     def watch_limit(self, limit: int) -> Optional[int]:
         return None  # deribit ignores it; the collector trims
 
+    def __init__(self, exchange_id: str) -> None:
+        super().__init__(exchange_id)
+        self.channels: dict[str, str] = {}  # symbol -> book channel (kept: a market reload may delist it)
+
+    def channel(self, exchange: Any, symbol: str) -> str:
+        channel = self.channels.get(symbol)
+        if channel is None:
+            channel = self.channels[symbol] = book_channel(exchange.market(symbol)["id"])
+        return channel
+
     def subscription_chunks(self, exchange: Any, symbols: list[str]) -> list[list[str]]:
         chunks: list[list[str]] = [[]]
         size = FRAME_OVERHEAD_BYTES
         for symbol in symbols:
-            cost = len(book_channel(exchange.market(symbol)["id"])) + 3  # quotes and comma
+            cost = len(self.channel(exchange, symbol)) + 3  # quotes and comma
             if chunks[-1] and size + cost > MAX_FRAME_BYTES:
                 chunks.append([])
                 size = FRAME_OVERHEAD_BYTES
@@ -141,7 +151,7 @@ class DeribitAdapter(ExchangeAdapter):
         pending = exchange.asyncio_loop.create_task(watch)
         pending.add_done_callback(_consume_outcome)
         client = exchange.client(exchange.urls["api"]["ws"])
-        channels = [book_channel(exchange.market(symbol)["id"]) for symbol in symbols]
+        channels = [self.channel(exchange, symbol) for symbol in symbols]
         for _ in range(100):
             if pending.done() or all(channel in client.subscriptions for channel in channels):
                 return
@@ -153,7 +163,7 @@ class DeribitAdapter(ExchangeAdapter):
         client = (exchange.clients or {}).get(exchange.urls["api"]["ws"])
         if client is None:
             return
-        channel = book_channel(exchange.market(symbol)["id"])
+        channel = self.channel(exchange, symbol)
         if client.subscriptions.pop(channel, None) is None or client.closed():
             return
         request = {"jsonrpc": "2.0", "method": "public/unsubscribe", "params": {"channels": [channel]},
