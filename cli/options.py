@@ -59,3 +59,17 @@ redis_url_option = click.option(
     show_default=True,
     help="Redis URL (also $REDIS_URL). rediss:// for TLS; redis://user:password@host:port/db for ACLs.",
 )
+
+
+def logging_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v/--verbose`` (count) and ``--log-json``; the command calls :func:`common.logs.setup_logging`."""
+    func = click.option("--log-json", is_flag=True, help="One JSON object per log line (for log shippers).")(func)
+    return click.option("-v", "--verbose", count=True, help="More logging: -v info, -vv debug.")(func)
+
+
+def metrics_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-port`` (0 = off) and ``--metrics-host`` for /metrics, /healthz and /readyz."""
+    func = click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                        help="Address of the metrics/health endpoint (0.0.0.0 to expose it, e.g. in a container).")(func)
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+                        help="Serve Prometheus /metrics, /healthz and /readyz on this port (0 = off).")(func)

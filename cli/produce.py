@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 import click
 
-from cli.options import exchange_config_option, redis_url_option, user_errors
+from cli.options import exchange_config_option, logging_options, metrics_options, redis_url_option, user_errors
 from common.config import load_mapping
+from common.redis_client import async_client, redact
 
 
 def _csv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -28,14 +28,20 @@ def _csv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> 
 @click.option("--limit", type=int, help="Order-book levels per snapshot (default 20).")
 @click.option("--maxlen", type=int, help="Entries kept per symbol stream, approximate MAXLEN (default 100000).")
 @click.option("--market-refresh", type=float, help="Seconds between market reloads; 0 disables (default 300).")
+@click.option("--spool-dir", type=click.Path(file_okay=False), help="On-disk journal used while Redis is unreachable "
+              "(replayed in order when it is back, also after a restart). Default: memory only.")
+@click.option("--spool-max-bytes", type=int, help="Bound of the spool (default 1 GiB); beyond it drops are logged and "
+              "marked resync.")
 @exchange_config_option
 @redis_url_option
 @click.option("--check-config", is_flag=True, help="Validate the configuration and exit (no network).")
 @click.option("--demo", is_flag=True, help="Stream from the bundled exchange emulator started in-process (no internet).")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@metrics_options
+@logging_options
 @user_errors
 def produce(config_file, exchange, shard, futures, options, symbols, expiry, option_type, limit, maxlen,
-            market_refresh, exchange_config, redis_url, check_config, demo, verbose) -> None:
+            market_refresh, spool_dir, spool_max_bytes, exchange_config, redis_url, check_config, demo,
+            metrics_port, metrics_host, verbose, log_json) -> None:
     """Stream one shard's order books and publish them to Redis Streams.
 
     \b
@@ -46,27 +52,30 @@ def produce(config_file, exchange, shard, futures, options, symbols, expiry, opt
     Every snapshot goes to the stream ccxt:{EXCHANGE.SHARD}:book:SYMBOL (see the README for the key
     scheme and wire format). SIGTERM/Ctrl-C stops subscriptions, flushes what is buffered, exits 0.
     """
+    from common.logs import setup_logging
     from producer.shard import ShardConfig
 
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose, json=log_json)
     data = load_mapping(config_file, "--config") if config_file else {}
     overrides = dict(exchange=exchange, shard=shard, futures=futures, options=options, symbols=symbols,
                      expiry=expiry, option_type=option_type, limit=limit, maxlen=maxlen,
-                     market_refresh=market_refresh, exchange_config=exchange_config)
+                     market_refresh=market_refresh, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
+                     exchange_config=exchange_config)
     source = click.get_current_context().get_parameter_source("redis_url")
     if source is not click.core.ParameterSource.DEFAULT or "redis_url" not in data:
         overrides["redis_url"] = redis_url  # flag or $REDIS_URL beat the file; the file beats the default
     config = ShardConfig.from_mapping(data, **overrides)
     if check_config:
         click.echo(f"ok: shard {config.tag} ({config.exchange}; futures={config.futures} options={config.options} "
-                   f"symbols={config.symbols}) -> {config.redis_url.split('@')[-1]}")
+                   f"symbols={config.symbols}) -> {redact(config.redis_url)}")
         return
-    asyncio.run(_run(config, demo))
+    asyncio.run(_run(config, demo, metrics_port, metrics_host))
 
 
-async def _run(config, demo: bool) -> None:
+async def _run(config, demo: bool, metrics_port: int, metrics_host: str) -> None:
     from common.config import deep_merge
+    from common.health import readiness, redis_ready, serve_metrics
+    from common.metrics import CollectorMetrics, PublisherMetrics
     from producer.shard import ProducerProcess
 
     emulator = None
@@ -77,25 +86,31 @@ async def _run(config, demo: bool) -> None:
         config.exchange_config = deep_merge(emulator.ccxt_config(config.exchange), config.exchange_config)
     await _check_redis(config.redis_url)
     process = ProducerProcess(config)
+    server = await serve_metrics(
+        metrics_port, host=metrics_host,
+        sources=[CollectorMetrics(process.collector), PublisherMetrics(process.publisher)],
+        ready=readiness(redis_ready(process.redis), process.ready),
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, process.stop)
     try:
         await process.run()
     finally:
+        if server is not None:
+            await server.stop()
         if emulator is not None:
             emulator.stop()
 
 
 async def _check_redis(url: str) -> None:
     """Fail fast, in bounded time, with one clear line when Redis is unreachable."""
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    client = aioredis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    client = async_client(url, socket_timeout=5)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
-        raise OSError(f"cannot reach Redis at {url.split('@')[-1]}: {exc}") from None
+        raise OSError(f"cannot reach Redis at {redact(url)}: {exc}") from None
     finally:
         await client.aclose()

@@ -109,11 +109,12 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class PublisherMetrics(Collector):
     """A producer's Redis publisher: published, buffered, spooled, dropped, errors and batch histograms.
 
-    The histograms need one observation per written batch: the publisher calls :meth:`observe_batch`.
+    The histograms get one observation per written batch through the publisher's ``batch_listeners``.
     """
 
     def __init__(self, publisher: "RedisPublisher") -> None:
         self.publisher = publisher
+        publisher.batch_listeners.append(self.observe_batch)
         self.batch_size = Histogram(
             f"{PREFIX}_publish_batch_size", "Entries per pipelined XADD batch", buckets=BATCH_SIZE_BUCKETS, registry=None
         )

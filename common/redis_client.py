@@ -8,14 +8,14 @@ Passwords and ACL users go in the URL (``redis://user:password@host:6379/0``) or
 
 from __future__ import annotations
 
-import re
 from typing import Any, Union
 
 import redis
 import redis.asyncio as aioredis
 
+from common.logs import redact
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-_CREDENTIALS = re.compile(r"(?<=://)([^/@]*)@")
 
 AsyncClient = Union[aioredis.Redis, aioredis.RedisCluster]
 SyncClient = Union[redis.Redis, redis.RedisCluster]
@@ -28,16 +28,6 @@ def is_cluster(url: str) -> bool:
 def _plain(url: str) -> str:
     scheme, rest = url.split("://", 1)
     return f"{CLUSTER_SCHEMES.get(scheme, scheme)}://{rest}"
-
-
-def redact(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (no credentials -> unchanged)."""
-
-    def hide(match: re.Match) -> str:
-        user = match.group(1).split(":", 1)[0] if ":" in match.group(1) else ""
-        return f"{user}:***@"
-
-    return _CREDENTIALS.sub(hide, url)
 
 
 def check_url(url: str) -> None:

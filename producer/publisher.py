@@ -24,7 +24,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -79,6 +79,8 @@ class RedisPublisher:
         self.spill_after = spill_after
         self.replay_window = replay_window
         self.stats = PublisherStats()
+        #: called with (batch size, seconds) after every batch written (metrics histograms)
+        self.batch_listeners: list[Callable[[int, float], None]] = []
         self._buffer: deque[Record] = deque()
         self._recent: deque[tuple[float, Record]] = deque()  # written to Redis in the last replay_window s
         self._stream_of: dict[str, str] = {}
@@ -206,6 +208,8 @@ class RedisPublisher:
         self.stats.batches += 1
         self.stats.last_batch_size = len(batch)
         self.stats.last_batch_seconds = time.perf_counter() - started
+        for listener in self.batch_listeners:
+            listener(len(batch), self.stats.last_batch_seconds)
 
     async def _recover(self, batch: list[Record]) -> list[Record]:
         """First write after a failure. Redis may have restarted and lost its unsynced tail (AOF

@@ -223,6 +223,13 @@ class ProducerProcess:
                 log.debug("heartbeat failed: %r", exc)
             await asyncio.sleep(self.config.heartbeat)
 
+    async def ready(self) -> Optional[str]:
+        """Readiness for /readyz: None once at least one symbol streams, else the reason."""
+        states = [s.get("state") for s in self.collector.get_status().values()]
+        if not states:
+            return "no symbol subscribed yet"
+        return None if "streaming" in states else f"none of {len(states)} symbols is streaming yet"
+
     def status(self) -> dict[str, Any]:
         """The producer's status as published in Redis (``ccxt:{<shard>}:status``)."""
         per_symbol = self.collector.get_status()
