@@ -199,9 +199,9 @@ class BybitEmulator(ExchangeEmulator):
         except ValueError:
             return rest_reply(error=BybitError("params error: limit"))
         view = self.book_view(symbol, max(depth, 1))
-        return rest_reply({"s": symbol, "b": self._levels(symbol, view["bids"]), "a": self._levels(symbol, view["asks"]),
-                           "ts": view["timestamp"], "u": self.sequence[symbol], "seq": self.sequence[symbol],
-                           "cts": view["timestamp"]})
+        return rest_reply({"s": symbol, "b": self._levels(symbol, view["bids"]),
+                           "a": self._levels(symbol, view["asks"]), "ts": view["timestamp"],
+                           "u": self.sequence[symbol], "seq": self.sequence[symbol], "cts": view["timestamp"]})
 
     async def _time(self, request: web.Request) -> web.Response:
         nanos = time.time_ns()
@@ -270,9 +270,8 @@ class BybitEmulator(ExchangeEmulator):
                                 "conn_id": conn_id(conn), "op": op}
         if category == "option":
             topics = request.get("args") if isinstance(request.get("args"), list) else []
-            body = {"success": error is None, "ret_msg": body["ret_msg"], "conn_id": conn_id(conn), "op": op,
-                    "data": {"successTopics": [] if error else topics, "failTopics": topics if error else []},
-                    "type": "COMMAND_RESP"}
+            body.update(data={"successTopics": [] if error else topics, "failTopics": topics if error else []},
+                        type="COMMAND_RESP")
         if "req_id" in request:
             body["req_id"] = request["req_id"]
         return orjson.dumps(body).decode()

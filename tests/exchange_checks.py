@@ -1,0 +1,191 @@
+"""Scenario checks shared by the per-exchange tests (OKX, Bybit): the real collector and unmodified ccxt.pro
+against that exchange's emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any, Callable, Iterator
+
+import ccxt.pro
+import pytest
+
+from common import StreamConfig
+from emulator import EmulatorServer
+from producer import CCXTProCollector
+
+LIMIT = 10
+DEADLINE = 15.0  # seconds any condition may take to become true on a loaded machine
+UPDATE_INTERVAL = 0.05
+
+
+async def wait_until(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
+    """Poll ``condition`` until truthy; fail the test with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def serve(exchange: str) -> Iterator[EmulatorServer]:
+    """Body of a fixture: a started emulator of ``exchange`` whose books step every 50 ms."""
+    server = EmulatorServer(exchanges=[exchange], seed=42, port=0, update_interval=UPDATE_INTERVAL)
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_config(server: EmulatorServer, exchange: str, **overrides: Any) -> StreamConfig:
+    settings: dict[str, Any] = dict(exchange_id=exchange, exchange_config=server.ccxt_config(exchange),
+                                    orderbook_limit=LIMIT, reconnect_delay=0.05, max_reconnect_attempts=20)
+    settings.update(overrides)
+    return StreamConfig(**settings)
+
+
+async def raw_exchange(server: EmulatorServer, exchange: str) -> Any:
+    """An unmodified ccxt.pro client of ``exchange`` pointed at ``server``, markets loaded."""
+    client = getattr(ccxt.pro, exchange)(server.ccxt_config(exchange))
+    try:
+        await asyncio.wait_for(client.load_markets(), DEADLINE)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+def native_id(collector: CCXTProCollector, symbol: str) -> str:
+    return collector.exchange.market(symbol)["id"]
+
+
+def levels(side: list) -> list[list[float]]:
+    """ccxt book side ``[[price, amount, ...], ...]`` -> ``[[price, amount], ...]``."""
+    return [[price, amount] for price, amount, *_ in side]
+
+
+async def assert_raw_books_equal_server(client: Any, server: EmulatorServer, symbols: dict[str, int | None],
+                                        depth: int = LIMIT) -> None:
+    """Watch each symbol (with its limit) through plain ccxt, pause, and compare the top ``depth`` levels."""
+    exchange = client.id
+    for symbol, limit in symbols.items():
+        for _ in range(3):
+            await asyncio.wait_for(client.watch_order_book(symbol, limit), DEADLINE)
+    server.pause(exchange)
+    try:
+        for symbol, limit in symbols.items():
+            wanted = server.book(exchange, client.market(symbol)["id"], depth=min(depth, limit or depth))
+            await wait_until(lambda: (book := client.orderbooks.get(symbol)) is not None
+                             and levels(book["bids"])[:len(wanted["bids"])] == wanted["bids"]
+                             and levels(book["asks"])[:len(wanted["asks"])] == wanted["asks"],
+                             what=f"{symbol} to equal the server's book")
+    finally:
+        server.resume(exchange)
+
+
+async def assert_books_equal_server(collector: CCXTProCollector, server: EmulatorServer) -> None:
+    """Pause the emulator, wait until every collector book equals the server's top ``LIMIT`` levels, resume."""
+    exchange = collector.exchange_id
+    server.pause(exchange)
+    try:
+        for symbol in collector.subscribed_symbols():
+            wanted = server.book(exchange, native_id(collector, symbol), depth=LIMIT)
+            await wait_until(lambda: (book := collector.get_latest_orderbook(symbol)) is not None
+                             and book.bids == wanted["bids"] and book.asks == wanted["asks"],
+                             what=f"{symbol} to equal the server's book")
+            book = collector.get_latest_orderbook(symbol)
+            assert len(book.bids) == LIMIT and len(book.asks) == LIMIT
+            assert book.exchange_seq is not None
+    finally:
+        server.resume(exchange)
+
+
+async def recover_after_disconnect(collector: CCXTProCollector, server: EmulatorServer, fault: str,
+                                   shifted: str) -> None:
+    """Cut every connection (``close_connections`` / ``abort_connections``) and move ``shifted``'s prices far
+    meanwhile: every symbol must reconnect, flag a resync and end up equal to the server (no stale levels)."""
+    exchange = collector.exchange_id
+    seqs = {s: collector.get_latest_orderbook(s).seq for s in collector.subscribed_symbols()}
+    server.pause(exchange)
+    getattr(server, fault)(exchange)
+    market = collector.exchange.market(shifted)
+    server.shift_price(exchange, market["id"], 40 * market["precision"]["price"])
+    server.resume(exchange)
+    for symbol, seq in seqs.items():
+        await wait_until(lambda: collector.get_status()[symbol]["reconnects"] >= 1, what=f"{symbol} reconnect")
+        await wait_until(lambda: any(s.resync and s.seq > seq for s in collector.get_snapshot_history(symbol)),
+                         what=f"{symbol} resync snapshot")
+    await assert_books_equal_server(collector, server)
+
+
+async def resync_after(collector: CCXTProCollector, server: EmulatorServer, errors: list, symbol: str,
+                       error: type) -> None:
+    """After a fault on ``symbol`` that only a book check can see: ``error`` reported (in ``errors``, the
+    collector's on_error log), a resync snapshot flagged, the book right again; no other symbol disturbed,
+    nothing reconnected."""
+    others = {s: collector.get_status()[s]["updates"] for s in collector.subscribed_symbols() if s != symbol}
+    await wait_until(lambda: any(s == symbol and isinstance(e, error) for s, e in errors), what=f"{error.__name__}")
+    await wait_until(lambda: collector.get_status()[symbol]["resyncs"] >= 1, what="resync counted")
+    await wait_until(lambda: any(s.resync and s.seq > 1 for s in collector.get_snapshot_history(symbol)),
+                     what="resync snapshot")
+    await assert_books_equal_server(collector, server)
+    for other, updates in others.items():
+        status = collector.get_status()[other]
+        assert (status["resyncs"], status["reconnects"]) == (0, 0), other
+        assert status["updates"] > updates, other
+    assert collector.get_status()[symbol]["reconnects"] == 0, "resynced on the live socket"
+
+
+async def start_collector(server: EmulatorServer, exchange: str, errors: list, **overrides: Any) -> CCXTProCollector:
+    """A started collector that appends every reported ``(symbol, error)`` to ``errors``."""
+    collector = CCXTProCollector(make_config(server, exchange, on_error=lambda s, e: errors.append((s, e)),
+                                             **overrides))
+    await collector.start()
+    return collector
+
+
+async def subscribe_everything(collector: CCXTProCollector, at_least: int) -> float:
+    """Subscribe every listed future and option; wait for all first books; returns the seconds it took."""
+    started = time.monotonic()
+    await collector.subscribe_futures(collector.get_available_futures())
+    await collector.subscribe_options(collector.get_available_options())
+    count = len(collector.subscribed_symbols())
+    assert count >= at_least
+    await wait_until(lambda: len(collector.orderbooks) == count, what=f"{count} first books")
+    return time.monotonic() - started
+
+
+def run_emulate_cli(exchange: str) -> None:
+    """``ccxt-collector emulate --exchange X --port 0``: it prints its address and serves ccxt's markets."""
+    process = subprocess.Popen([sys.executable, "-m", "cli", "emulate", "--exchange", exchange, "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + DEADLINE
+        while not any("control API" in line for line in lines):
+            line = process.stdout.readline()
+            assert line and time.monotonic() < deadline, f"emulate did not start: {''.join(lines)}"
+            lines.append(line)
+        url = lines[0].split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(f"{url}/_emulator", timeout=DEADLINE) as reply:
+            index = json.load(reply)
+        assert index["exchanges"] == [exchange]
+        assert any(f"{exchange}: " in line and " instruments" in line for line in lines)
+
+        async def load() -> int:
+            client = getattr(ccxt.pro, exchange)(index["env_config"][exchange])
+            try:
+                return len(await asyncio.wait_for(client.load_markets(), DEADLINE))
+            finally:
+                await client.close()
+
+        assert asyncio.run(load()) > 50
+    finally:
+        process.terminate()
+        process.wait(DEADLINE)
