@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -144,7 +143,7 @@ def print_table(frame, sink) -> None:
             *(_number(value) for value in (best_bid, best_ask, mid, spread)),
             "yes" if resync else "",
         )
-    Console(file=sink, width=None if sink is sys.stdout else 160).print(table)
+    Console(file=sink, width=None if sink.isatty() else 160).print(table)  # a pipe or file: no terminal width
 
 
 def _number(value: float) -> str:

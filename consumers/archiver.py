@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import orjson
@@ -93,12 +93,12 @@ def _levels(sides: list[np.ndarray], depth: int) -> np.ndarray:
     """(n, 2) [price, size] arrays of n books -> (2, depth, n): prices and sizes per level, NaN where absent."""
     n = len(sides)
     counts = np.fromiter(map(len, sides), dtype=np.intp, count=n)
+    flat = np.frombuffer(b"".join(sides), dtype="<f8").reshape(-1, 2)  # 3x faster than np.concatenate
     if n and (counts == depth).all():  # the usual case: every book exactly ``depth`` deep
-        return np.concatenate(sides).reshape(n, depth, 2).transpose(2, 1, 0)
+        return flat.reshape(n, depth, 2).transpose(2, 1, 0)
     out = np.full((n, depth, 2), np.nan)
-    total = int(counts.sum())
+    total = len(flat)
     if total:
-        flat = np.concatenate(sides)
         level = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         keep = level < depth
         out[np.repeat(np.arange(n), counts)[keep], level[keep]] = flat[keep]
@@ -269,10 +269,10 @@ class ParquetArchiver(Worker):
         """The XACK of our files' entries succeeded: their markers are no longer needed."""
         if not self._unacked:
             return
-        keys = {(entry.stream, entry.id) for entry in entries}
+        acked = set(map(id, entries))  # the very objects handle/flush/drain returned
         still: list[tuple[Path, list[StreamEntry]]] = []
         for marker, file_entries in self._unacked:
-            if all((entry.stream, entry.id) in keys for entry in file_entries):
+            if all(id(entry) in acked for entry in file_entries):
                 marker.unlink(missing_ok=True)
             else:
                 still.append((marker, file_entries))
