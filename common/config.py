@@ -38,6 +38,25 @@ def check_exchange_id(exchange_id: str) -> str:
     raise ConfigError(f"unknown exchange {exchange_id!r}{hint}")
 
 
+def resolve_secret(value: Optional[str], what: str) -> Optional[str]:
+    """``env:NAME`` -> the environment variable, ``file:PATH`` -> the file's stripped content; other
+    values are returned as they are. Lets configs name a secret without containing it."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{what}: environment variable {name} is not set")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    return value
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """Return a new dict: ``override`` merged into ``base`` recursively (override wins)."""
     out = copy.deepcopy(base)
@@ -83,7 +102,9 @@ def env_exchange_config(exchange_id: str) -> dict:
 class StreamConfig:
     """Configuration of one :class:`~producer.CCXTProCollector` (one exchange).
 
-    The first twelve parameters are the guide's, with its defaults. ``exchange_config`` is deep-merged
+    The first twelve parameters are the guide's, with its defaults. ``api_key``/``api_secret`` may be
+    ``env:NAME`` or ``file:PATH`` references; when not given they come from
+    ``$CCXT_COLLECTOR_<EXCHANGE>_API_KEY`` / ``_API_SECRET`` if set. ``exchange_config`` is deep-merged
     into the ccxt constructor config (on top of ``$CCXT_COLLECTOR_EXCHANGE_CONFIG``): the way to reach a
     testnet, a proxy or a local emulator. ``stall_timeout`` is the per-symbol watchdog: a subscribed
     book with no update for that many seconds is resubscribed. ``callback_timeout`` bounds one
@@ -108,6 +129,9 @@ class StreamConfig:
 
     def __post_init__(self) -> None:
         check_exchange_id(self.exchange_id)
+        prefix = f"CCXT_COLLECTOR_{self.exchange_id.upper()}"
+        self.api_key = resolve_secret(self.api_key or os.environ.get(f"{prefix}_API_KEY"), "api_key")
+        self.api_secret = resolve_secret(self.api_secret or os.environ.get(f"{prefix}_API_SECRET"), "api_secret")
         for name in ("orderbook_limit", "max_reconnect_attempts", "max_snapshots_per_symbol"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

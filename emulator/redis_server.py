@@ -27,7 +27,7 @@ class RedisServer:
     """Runs ``redis-server`` on 127.0.0.1:<free port> in ``directory``; ``kill()`` is SIGKILL."""
 
     def __init__(self, directory: Path, *, appendonly: bool = False, extra_args: tuple[str, ...] = (),
-                 port: Optional[int] = None):
+                 port: Optional[int] = None, password: Optional[str] = None):
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -37,6 +37,7 @@ class RedisServer:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.extra_args = extra_args
+        self.password = password
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -49,8 +50,10 @@ class RedisServer:
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
             "--logfile", str(self.directory / "redis.log"), *self.extra_args,
         ]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while True:
             try:

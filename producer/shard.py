@@ -45,8 +45,10 @@ class ShardConfig:
     min_strike: Optional[float] = None  # options strike range, inclusive
     max_strike: Optional[float] = None
     limit: int = 20
-    exchange_config: dict[str, Any] = field(default_factory=dict)
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    exchange_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    api_key: Optional[str] = field(default=None, repr=False)  # env:NAME or file:PATH (see StreamConfig)
+    api_secret: Optional[str] = field(default=None, repr=False)
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     key_prefix: str = "ccxt"
     maxlen: int = 100_000  # entries kept per symbol stream (approximate MAXLEN)
     market_refresh: float = 300.0  # seconds between market reloads (0 disables)
@@ -105,6 +107,8 @@ class ShardConfig:
     def stream_config(self) -> StreamConfig:
         return StreamConfig(
             exchange_id=self.exchange,
+            api_key=self.api_key,
+            api_secret=self.api_secret,
             orderbook_limit=self.limit,
             exchange_config=self.exchange_config,
             store_snapshots=False,

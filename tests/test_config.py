@@ -77,3 +77,18 @@ def test_deep_merge_does_not_mutate():
     base = {"a": {"b": 1, "c": [1]}}
     out = deep_merge(base, {"a": {"b": 2}})
     assert out == {"a": {"b": 2, "c": [1]}} and base == {"a": {"b": 1, "c": [1]}}
+
+
+def test_secrets_from_env_file_and_exchange_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("MY_KEY", "key-from-env")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("secret-from-file\n")
+    cfg = StreamConfig(api_key="env:MY_KEY", api_secret=f"file:{secret_file}")
+    assert (cfg.api_key, cfg.api_secret) == ("key-from-env", "secret-from-file")
+    monkeypatch.setenv("CCXT_COLLECTOR_OKX_API_KEY", "okx-key")
+    assert StreamConfig(exchange_id="okx").api_key == "okx-key"
+    with pytest.raises(ConfigError, match="MISSING_VAR is not set"):
+        StreamConfig(api_key="env:MISSING_VAR")
+    with pytest.raises(ConfigError, match="cannot read"):
+        StreamConfig(api_secret=f"file:{tmp_path / 'nope'}")
+    assert "key-from-env" not in repr(cfg) and "secret-from-file" not in repr(cfg)
