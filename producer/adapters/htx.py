@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import ccxt.pro
 
+from common.config import StreamConfig
 from producer.adapters.base import ExchangeAdapter, GuardedClients
 from producer.errors import SequenceGapError
 
@@ -53,7 +54,7 @@ class HtxAdapter(ExchangeAdapter):
     def exchange_class(self) -> type:
         return HtxStream
 
-    def create_exchange(self, config) -> Any:
+    def create_exchange(self, config: StreamConfig) -> Any:
         exchange = super().create_exchange(config)
         # ccxt's un_watch_order_book names the channel by this option, not by the watch's limit
         exchange.options["watchOrderBook"] = {**exchange.options.get("watchOrderBook", {}),
