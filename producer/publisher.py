@@ -6,9 +6,9 @@ to an in-memory buffer. A background task drains the buffer with pipelined ``XAD
 
 Nothing is lost silently when Redis fails:
 
-* while Redis is unreachable the buffer keeps everything; past ``spill_after`` entries it spills, in
-  order, to a bounded on-disk :class:`~producer.spool.DiskSpool`, which is replayed oldest first (also
-  after a producer restart) before anything newer;
+* while Redis is unreachable, every failed write moves the buffer, in order, to a bounded on-disk
+  :class:`~producer.spool.DiskSpool` (when one is configured; else it stays in memory up to
+  ``max_buffer``), which is replayed oldest first (also after a producer restart) before anything newer;
 * a Redis that restarts may have lost its last second of acknowledged writes (AOF ``everysec``): the
   publisher keeps what it wrote in the last ``replay_window`` seconds and, on recovery, re-sends the
   entries whose ``seq`` is beyond the last one each stream still holds;
@@ -64,11 +64,10 @@ class RedisPublisher:
         batch_size: int = 1000,
         max_buffer: int = 500_000,
         spool: Optional[DiskSpool] = None,
-        spill_after: int = 20_000,
         replay_window: float = 3.0,
     ) -> None:
-        if maxlen <= 0 or batch_size <= 0 or max_buffer <= 0 or spill_after <= 0:
-            raise ValueError("maxlen, batch_size, max_buffer and spill_after must be positive")
+        if maxlen <= 0 or batch_size <= 0 or max_buffer <= 0:
+            raise ValueError("maxlen, batch_size and max_buffer must be positive")
         self.redis = redis
         self.shard = shard
         self.keys = keys
@@ -76,7 +75,6 @@ class RedisPublisher:
         self.batch_size = batch_size
         self.max_buffer = max_buffer
         self.spool = spool
-        self.spill_after = spill_after
         self.replay_window = replay_window
         self.stats = PublisherStats()
         #: called with (batch size, seconds) after every batch written (metrics histograms)
@@ -166,9 +164,9 @@ class RedisPublisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    def _spill(self, force: bool = False) -> None:
+    def _spill(self) -> None:
         """Move the whole memory buffer, in order, to the tail of the spool (Redis is failing)."""
-        if self.spool is None or not self._buffer or (len(self._buffer) < self.spill_after and not force):
+        if self.spool is None or not self._buffer:
             return
         try:
             self.spool.append(list(self._buffer))

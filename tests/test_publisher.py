@@ -66,7 +66,7 @@ async def test_redis_sigkill_and_restart_loses_nothing_duplicates_nothing(tmp_pa
     server = RedisServer(tmp_path / "redis", appendonly=True).start()
     client = aioredis.from_url(server.url, socket_connect_timeout=0.5, socket_timeout=2)
     spool = DiskSpool(tmp_path / "spool", max_bytes=256 << 20)
-    publisher = RedisPublisher(client, "deribit.btc", spool=spool, spill_after=500, batch_size=200)
+    publisher = RedisPublisher(client, "deribit.btc", spool=spool, batch_size=200)
     runner = asyncio.create_task(publisher.run())
     seq = 0
 
