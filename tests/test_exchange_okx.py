@@ -13,7 +13,7 @@ import pytest
 
 from emulator import EmulatorServer
 from emulator.okx import book_checksum
-from producer import CCXTProCollector, SequenceGapError
+from producer import CCXTProCollector, SequenceGapError, StallError
 from producer.adapters.okx import ChecksumMismatchError, okx_checksum
 from tests.exchange_checks import (
     DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, native_id, raw_exchange,
@@ -175,6 +175,25 @@ async def test_refused_subscribe_fails_only_its_symbols_and_recovers(collector: 
     assert "60012" in str(errors[0][1])
     assert all(collector.get_status()[s]["errors"] == 0 for s in collector.subscribed_symbols() if s != "ETH/USD:ETH")
     await assert_books_equal_server(collector, server)
+
+
+async def test_stall_is_detected_and_recovered(server: EmulatorServer, errors: list) -> None:
+    collector = await start_collector(server, EXCHANGE, errors, stall_timeout=1.0)
+    try:
+        await collector.subscribe_futures(["BTC-USD-SWAP", "ETH-USD-SWAP"])
+        await wait_until(lambda: len(collector.orderbooks) == 2, what="two books")
+        seqs = {s: collector.get_latest_orderbook(s).seq for s in collector.subscribed_symbols()}
+        server.stall(EXCHANGE, True)
+        try:
+            await wait_until(lambda: any(isinstance(e, StallError) for _, e in errors), what="stall detected")
+        finally:
+            server.stall(EXCHANGE, False)
+        for symbol, seq in seqs.items():
+            await wait_until(lambda: any(s.resync and s.seq > seq for s in collector.get_snapshot_history(symbol)),
+                             what=f"{symbol} resynced")
+        await assert_books_equal_server(collector, server)
+    finally:
+        await collector.stop()
 
 
 async def test_malformed_frame_is_dropped_and_streaming_goes_on(collector: CCXTProCollector,

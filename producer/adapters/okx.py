@@ -51,9 +51,33 @@ def okx_checksum(bids: list[str], asks: list[str]) -> int:
     """OKX's checksum of the best levels given as ``"price:size"`` strings (best first): crc32 of the
     levels interleaved bid, ask, bid, ask ... (a side that runs out stops contributing), as a signed int32."""
     bids, asks = bids[:CHECKSUM_DEPTH], asks[:CHECKSUM_DEPTH]
-    parts = [side[i] for i in range(max(len(bids), len(asks))) for side in (bids, asks) if i < len(side)]
+    paired = min(len(bids), len(asks))
+    parts = [""] * (2 * paired)
+    parts[0::2], parts[1::2] = bids[:paired], asks[:paired]
+    parts += bids[paired:] or asks[paired:]
     crc = zlib.crc32(":".join(parts).encode())
     return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+LevelTexts = tuple[dict[float, str], dict[float, str]]  # (bids, asks): price -> "price:size" as OKX sent them
+
+
+def apply_level_texts(texts: LevelTexts, message: dict) -> None:
+    """Update level strings with a message's levels (size ``0`` deletes)."""
+    for side, key in zip(texts, ("bids", "asks")):
+        for level in message.get(key) or ():
+            price, size = level[0], level[1]
+            if float(size) == 0:
+                side.pop(float(price), None)
+            else:
+                side[float(price)] = f"{price}:{size}"
+
+
+def checksum_of(orderbook: Any, texts: LevelTexts) -> int:
+    """OKX's checksum of ccxt's book: its best levels, written as OKX wrote them."""
+    bid_text, ask_text = texts[0].get, texts[1].get
+    return okx_checksum([bid_text(level[0], "") for level in orderbook["bids"][:CHECKSUM_DEPTH]],
+                        [ask_text(level[0], "") for level in orderbook["asks"][:CHECKSUM_DEPTH]])
 
 
 class OkxStream(GuardedClients, ccxt.pro.okx):
@@ -61,8 +85,8 @@ class OkxStream(GuardedClients, ccxt.pro.okx):
 
     def __init__(self, config: Optional[dict] = None) -> None:
         super().__init__(config or {})
-        # symbol -> (bids, asks): price -> "price:size" exactly as OKX sent them (what its checksum covers)
-        self.level_texts: dict[str, tuple[dict[float, str], dict[float, str]]] = {}
+        # symbol -> its level strings exactly as OKX sent them (what the checksum covers)
+        self.level_texts: dict[str, LevelTexts] = {}
         self.fresh_books: set[str] = set()  # symbols rebuilt from a snapshot since the collector last looked
         self.resync_unsubscribes: Counter[str] = Counter()  # symbols whose next unsubscribe ack is a resync's
         self.checksum_failures = 0
@@ -79,33 +103,23 @@ class OkxStream(GuardedClients, ccxt.pro.okx):
                 f"okx {symbol}: prevSeqId {previous} does not follow seqId {orderbook['nonce']}"))
             return orderbook
         super().handle_order_book_message(client, message, orderbook, messageHash, market)
-        texts = self._apply_texts(symbol, message, snapshot)
         expected = self.safe_integer(message, "checksum")
-        if expected:  # absent, or 0 since OKX retired the field: nothing to verify
-            actual = okx_checksum([texts[0].get(level[0], "") for level in orderbook["bids"][:CHECKSUM_DEPTH]],
-                                  [texts[1].get(level[0], "") for level in orderbook["asks"][:CHECKSUM_DEPTH]])
-            if actual != expected:
+        if snapshot:  # level strings are kept only for books that carry checksums (OKX sends 0 since retiring it)
+            self.level_texts.pop(symbol, None)
+            if expected:
+                self.level_texts[symbol] = ({}, {})
+        texts = self.level_texts.get(symbol)
+        if texts is not None:
+            apply_level_texts(texts, message)
+            if expected and expected != checksum_of(orderbook, texts):
                 self.checksum_failures += 1
                 self.fail_book(client, symbol, messageHash, ChecksumMismatchError(
-                    f"okx {symbol}: book checksum {actual} != {expected} at seqId {orderbook['nonce']}"))
+                    f"okx {symbol}: book checksum {checksum_of(orderbook, texts)} != {expected} "
+                    f"at seqId {orderbook['nonce']}"))
                 return orderbook
         if snapshot:
             self.fresh_books.add(symbol)
         return orderbook
-
-    def _apply_texts(self, symbol: str, message: dict, snapshot: bool) -> tuple[dict[float, str], dict[float, str]]:
-        """Update the symbol's level strings with the message's levels (size ``0`` deletes)."""
-        if snapshot or symbol not in self.level_texts:
-            self.level_texts[symbol] = ({}, {})
-        texts = self.level_texts[symbol]
-        for side, key in zip(texts, ("bids", "asks")):
-            for level in message.get(key) or ():
-                price, size = level[0], level[1]
-                if float(size) == 0:
-                    side.pop(float(price), None)
-                else:
-                    side[float(price)] = f"{price}:{size}"
-        return texts
 
     def fail_book(self, client, symbol: str, message_hash: str, error: SequenceGapError) -> None:
         """Drop ``symbol``'s book (ccxt ignores its updates until a snapshot) and fail its watch."""
