@@ -119,6 +119,7 @@ class OkxStream(GuardedClients, ccxt.pro.okx):
                 return orderbook
         if snapshot:
             self.fresh_books.add(symbol)
+            self.resync_unsubscribes.pop(symbol, None)  # OKX answered in order: no resync ack is still due
         return orderbook
 
     def fail_book(self, client, symbol: str, message_hash: str, error: SequenceGapError) -> None:
