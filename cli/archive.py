@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Optional
 
 import click
 
-from cli.cache import setup_logging, shard_option, verbose_option
-from cli.options import UsageFailure, redis_url_option, user_errors
+from cli.options import UsageFailure, run_worker, user_errors, worker_options
 
 
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Archive root directory (created if missing).")
-@redis_url_option
-@shard_option
 @click.option("--rows-per-file", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Write a partition's file once it holds this many rows.")
 @click.option("--max-file-age", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
@@ -30,10 +26,10 @@ from cli.options import UsageFailure, redis_url_option, user_errors
               help="Seconds after which a dead archiver's pending entries are taken over; must exceed "
               "--max-file-age + 1  [default: max(30, 2 x max-file-age)]")
 @click.option("--consumer", default=None, help="Consumer name in the group [default: HOST-PID].")
-@verbose_option
+@worker_options
 @user_errors
-def archive(out: Path, redis_url: str, shards: tuple[str, ...], rows_per_file: int, max_file_age: float, depth: int,
-            batch_size: int, claim_idle: Optional[float], consumer: Optional[str], verbose: int) -> None:
+def archive(out: Path, rows_per_file: int, max_file_age: float, depth: int, batch_size: int,
+            claim_idle: Optional[float], consumer: Optional[str], **common) -> None:
     """Archive the book streams to Parquet under OUT until SIGTERM/Ctrl-C (then write every buffer, ack, exit 0).
 
     \b
@@ -42,19 +38,17 @@ def archive(out: Path, redis_url: str, shards: tuple[str, ...], rows_per_file: i
     Exit code 2: OUT not writable, Redis unreachable, or bad options.
     """
     from consumers.archiver import ParquetArchiver
-    from consumers.runner import default_consumer_name, serve
+    from consumers.runner import default_consumer_name
 
     claim_idle = max(30.0, 2 * max_file_age) if claim_idle is None else claim_idle
     if claim_idle <= max_file_age + 1:
         raise UsageFailure(f"--claim-idle ({claim_idle:g}) must exceed --max-file-age + 1 ({max_file_age + 1:g}): "
                            "entries wait up to --max-file-age in a buffer and would be taken from a live archiver")
     check_writable(out)
-    setup_logging(verbose)
     consumer = consumer or default_consumer_name()
-    worker = ParquetArchiver(out, consumer=consumer, rows_per_file=rows_per_file, max_file_age=max_file_age,
-                             depth=depth)
-    asyncio.run(serve(worker, redis_url, shards=shards, consumer=consumer, batch_size=batch_size,
-                      claim_idle_ms=int(claim_idle * 1000)))
+    run_worker(lambda: ParquetArchiver(out, consumer=consumer, rows_per_file=rows_per_file, max_file_age=max_file_age,
+                                       depth=depth),
+               consumer=consumer, batch_size=batch_size, claim_idle_ms=int(claim_idle * 1000), **common)
 
 
 def check_writable(directory: Path) -> None:

@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import sys
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Optional
 
 import click
 
-from cli.options import redis_url_option, user_errors
+from cli.options import redis_url_option, run_worker, user_errors, worker_options
 
 if TYPE_CHECKING:
     from rich.console import Group
 
     from common.model import OrderbookSnapshot
 
-shard_option = click.option(
-    "--shard", "shards", multiple=True, metavar="TAG",
-    help="Only these shards' streams (repeatable), e.g. --shard deribit.btc; default: every shard.",
-)
-verbose_option = click.option("-v", "--verbose", count=True, help="Debug logging.")
-
-
-def setup_logging(verbose: int) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @click.command()
-@redis_url_option
-@shard_option
-@verbose_option
+@worker_options
 @user_errors
-def cache(redis_url: str, shards: tuple[str, ...], verbose: int) -> None:
+def cache(**common) -> None:
     """Keep the newest book of every (exchange, symbol) in Redis until SIGTERM/Ctrl-C (then exit 0).
 
     Books go to the HASH ccxt:latest:EXCHANGE (symbol -> msgpack wire payload). Run several for
@@ -43,10 +27,8 @@ def cache(redis_url: str, shards: tuple[str, ...], verbose: int) -> None:
     over a newer one. Read with `ccxt-collector latest` or consumers.cache.LatestBooks.
     """
     from consumers.cache import LatestBookCache
-    from consumers.runner import serve
 
-    setup_logging(verbose)
-    asyncio.run(serve(LatestBookCache(), redis_url, shards=shards))
+    run_worker(LatestBookCache, **common)
 
 
 @click.command()

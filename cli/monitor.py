@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from typing import TYPE_CHECKING, Optional
 
 import click
 
-from cli.cache import console, number, setup_logging, shard_option, verbose_option
-from cli.options import redis_url_option, user_errors
+from cli.cache import console, number
+from cli.options import redis_url_option, run_worker, user_errors, worker_options
 from common.config import load_mapping
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ def _groups(groups_file: Optional[str]) -> dict:
 
 
 @click.command()
-@redis_url_option
 @click.option("--threshold-bps", type=float, default=5.0, show_default=True,
               help="Alert when a crossed market's edge net of both taker fees reaches this many bps.")
 @click.option("--close-margin-bps", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -41,12 +39,10 @@ def _groups(groups_file: Optional[str]) -> dict:
 @groups_option
 @click.option("--max-age", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Ignore books not updated for this many seconds (a dead feed never creates an opportunity).")
-@shard_option
-@verbose_option
+@worker_options
 @user_errors
-def monitor(redis_url: str, threshold_bps: float, close_margin_bps: float, fees: tuple[str, ...],
-            default_fee_bps: float, groups_file: Optional[str], max_age: float, shards: tuple[str, ...],
-            verbose: int) -> None:
+def monitor(threshold_bps: float, close_margin_bps: float, fees: tuple[str, ...], default_fee_bps: float,
+            groups_file: Optional[str], max_age: float, **common) -> None:
     """Watch every book stream for crossed markets across exchanges until SIGTERM/Ctrl-C (then exit 0).
 
     Instruments are grouped across exchanges (BTC-swap, BTC-future-2026-12-25,
@@ -61,14 +57,14 @@ def monitor(redis_url: str, threshold_bps: float, close_margin_bps: float, fees:
     from consumers.arbitrage import ArbitrageEngine, FeeSchedule, parse_fees
     from consumers.grouping import Grouper
     from consumers.monitor import ArbitrageMonitor
-    from consumers.runner import serve
 
-    engine = ArbitrageEngine(
-        Grouper(_groups(groups_file)), FeeSchedule(parse_fees(fees), default_fee_bps), threshold_bps,
-        close_margin_bps=close_margin_bps, max_age=max_age,
-    )
-    setup_logging(verbose)
-    asyncio.run(serve(ArbitrageMonitor(engine), redis_url, shards=shards))
+    def build() -> ArbitrageMonitor:
+        return ArbitrageMonitor(ArbitrageEngine(
+            Grouper(_groups(groups_file)), FeeSchedule(parse_fees(fees), default_fee_bps), threshold_bps,
+            close_margin_bps=close_margin_bps, max_age=max_age,
+        ))
+
+    run_worker(build, **common)
 
 
 @click.command()

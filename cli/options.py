@@ -73,3 +73,34 @@ def metrics_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Address of the metrics/health endpoint (0.0.0.0 to expose it, e.g. in a container).")(func)
     return click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
                         help="Serve Prometheus /metrics, /healthz and /readyz on this port (0 = off).")(func)
+
+
+shard_option = click.option(
+    "--shard", "shards", multiple=True, metavar="TAG",
+    help="Only these shards' streams (repeatable), e.g. --shard deribit.btc; default: every shard.",
+)
+
+
+def worker_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every consumer worker command shares: --redis-url, --shard, metrics, logging, --check-config."""
+    func = click.option("--check-config", is_flag=True, help="Validate the options and exit (no network).")(func)
+    return redis_url_option(shard_option(metrics_options(logging_options(func))))
+
+
+def run_worker(worker_factory: Callable[[], Any], *, redis_url: str, shards: tuple[str, ...], metrics_port: int,
+               metrics_host: str, verbose: int, log_json: bool, check_config: bool, **runner_options: Any) -> None:
+    """Build the worker, then (unless --check-config) run it until SIGTERM with logging and metrics set up."""
+    import asyncio
+
+    from common.logs import setup_logging
+    from common.redis_client import check_url, redact
+    from consumers.runner import serve
+
+    check_url(redis_url)
+    worker = worker_factory()  # validates the worker's own options
+    if check_config:
+        click.echo(f"ok: {worker.group} worker -> {redact(redis_url)} (shards: {', '.join(shards) or 'all'})")
+        return
+    setup_logging(verbose + 1, json=log_json)  # workers log progress at INFO by default
+    asyncio.run(serve(worker, redis_url, shards=shards, metrics_port=metrics_port, metrics_host=metrics_host,
+                      **runner_options))

@@ -190,6 +190,11 @@ class ParquetArchiver(Worker):
 
     group = "archiver"
 
+    def metric_sources(self) -> list:
+        from common.metrics import ArchiverMetrics
+
+        return [ArchiverMetrics(self)]
+
     def __init__(
         self,
         out: str | os.PathLike,

@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import redis.asyncio as aioredis
@@ -93,6 +93,10 @@ class Worker(ABC):
 
     async def close(self) -> None:
         """Called once at shutdown after the final flush and ack."""
+
+    def metric_sources(self) -> list[Any]:
+        """Prometheus collectors of this worker's own stats (served next to the runner's)."""
+        return []
 
 
 def default_consumer_name() -> str:
@@ -355,24 +359,42 @@ class ConsumerRunner:
         log.error("%s", message)
 
 
-async def serve(worker: Worker, redis_url: str, *, shards: Optional[Iterable[str]] = None, **runner_options: Any) -> None:
-    """Run ``worker`` over Redis at ``redis_url`` until SIGTERM/SIGINT, then finish cleanly (the CLIs' main loop).
+async def serve(
+    worker: Worker,
+    redis_url: str,
+    *,
+    shards: Optional[Iterable[str]] = None,
+    metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+    **runner_options: Any,
+) -> None:
+    """Run ``worker`` over Redis at ``redis_url`` until SIGTERM/SIGINT, then finish cleanly (the CLIs' main loop),
+    serving /metrics, /healthz and /readyz on ``metrics_port`` (0 = off).
 
     Raises OSError with one clear line when Redis is unreachable at start-up.
     """
+    from common.health import readiness, redis_ready, serve_metrics
+    from common.metrics import ConsumerLagMetrics, RunnerMetrics
+
     stop = asyncio.Event()  # signals are handled from the start: a SIGTERM during start-up still exits cleanly
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     client = async_client(redis_url)
+    server = None
     try:
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
             raise OSError(f"cannot reach Redis at {redact(redis_url)}: {exc}") from None
         runner = ConsumerRunner(client, worker, shards=shards, **runner_options)
+        sources = [RunnerMetrics(runner), ConsumerLagMetrics(client, runner.group, keys=runner.keys,
+                                                             shards=runner.shard_filter), *worker.metric_sources()]
+        server = await serve_metrics(metrics_port, host=metrics_host, sources=sources, ready=readiness(redis_ready(client)))
         tune_gc()
         log.info("%s worker %s running (shards: %s)", worker.group, runner.consumer, ", ".join(shards or ()) or "all")
         await runner.run(stop)
     finally:
+        if server is not None:
+            await server.stop()
         await client.aclose()

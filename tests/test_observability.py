@@ -77,13 +77,14 @@ async def test_metrics_endpoint_exports_values_of_all_stats_sources(started):
     collector = FakeCollector()
     publisher = SimpleNamespace(
         stats=PublisherStats(published=1234, dropped=5, errors=2, spilled=300, replayed=7), buffered=42,
-        spool=SimpleNamespace(bytes=65536),
+        spool=SimpleNamespace(bytes=65536), batch_listeners=[],
     )
     runner = SimpleNamespace(group="archiver", stats=RunnerStats(read=900, acked=880, dead_letters=3, reclaimed=4, errors=1, streams=12))
     archiver = SimpleNamespace(stats=ArchiverStats(rows_written=5000, files_written=3, bytes_written=10_000, rows_buffered=17))
     publisher_metrics = PublisherMetrics(publisher)
     for size, seconds in ((100, 0.002), (1000, 0.02), (1000, 0.03)):
-        publisher_metrics.observe_batch(size, seconds)
+        for listener in publisher.batch_listeners:  # what RedisPublisher does after every batch
+            listener(size, seconds)
 
     server = await started(sources=[CollectorMetrics(collector), publisher_metrics, RunnerMetrics(runner), ArchiverMetrics(archiver)])
     values = await scrape(server)
