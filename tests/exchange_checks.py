@@ -142,6 +142,19 @@ async def resync_after(collector: CCXTProCollector, server: EmulatorServer, erro
     assert collector.get_status()[symbol]["reconnects"] == 0, "resynced on the live socket"
 
 
+async def refused_subscribe_recovers(collector: CCXTProCollector, server: EmulatorServer, errors: list,
+                                     future: str, reason: str) -> None:
+    """The exchange refuses the next two subscribes: subscribing ``future`` reports two errors naming ``reason``
+    for it alone (other symbols undisturbed), then it streams and every book equals the server's."""
+    server.fail_subscribe(collector.exchange_id, count=2)
+    [symbol] = await collector.subscribe_futures([future])
+    await wait_until(lambda: collector.get_latest_orderbook(symbol) is not None, what=f"{symbol} book")
+    assert [s for s, _ in errors] == [symbol] * 2
+    assert reason in str(errors[0][1])
+    assert all(collector.get_status()[s]["errors"] == 0 for s in collector.subscribed_symbols() if s != symbol)
+    await assert_books_equal_server(collector, server)
+
+
 async def start_collector(server: EmulatorServer, exchange: str, errors: list, **overrides: Any) -> CCXTProCollector:
     """A started collector that appends every reported ``(symbol, error)`` to ``errors``."""
     collector = CCXTProCollector(make_config(server, exchange, on_error=lambda s, e: errors.append((s, e)),

@@ -14,7 +14,7 @@ from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
 from tests.exchange_checks import (
     DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, levels, raw_exchange,
-    recover_after_disconnect, resync_after, run_emulate_cli, serve, start_collector, subscribe_everything,
+    recover_after_disconnect, refused_subscribe_recovers, resync_after, run_emulate_cli, serve, start_collector, subscribe_everything,
     wait_until,
 )
 
@@ -161,14 +161,7 @@ async def test_update_id_gap_resyncs_the_symbol(collector: CCXTProCollector, ser
 
 async def test_refused_subscribe_fails_only_its_symbols_and_recovers(collector: CCXTProCollector,
                                                                      server: EmulatorServer, errors: list) -> None:
-    server.fail_subscribe(EXCHANGE, count=2)
-    await collector.subscribe_futures(["ETHUSDT"])
-    await wait_until(lambda: collector.get_latest_orderbook("ETH/USDT:USDT") is not None, what="ETH book")
-    assert [s for s, _ in errors] == ["ETH/USDT:USDT"] * 2
-    assert "too many requests" in str(errors[0][1])
-    others = [s for s in collector.subscribed_symbols() if s != "ETH/USDT:USDT"]
-    assert all(collector.get_status()[s]["errors"] == 0 for s in others)
-    await assert_books_equal_server(collector, server)
+    await refused_subscribe_recovers(collector, server, errors, "ETHUSDT", "too many requests")
 
 
 async def test_unsubscribe_stops_the_topic(collector: CCXTProCollector, server: EmulatorServer) -> None:

@@ -17,7 +17,7 @@ from producer import CCXTProCollector, SequenceGapError, StallError
 from producer.adapters.okx import ChecksumMismatchError, okx_checksum
 from tests.exchange_checks import (
     DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, native_id, raw_exchange,
-    levels, recover_after_disconnect, resync_after, run_emulate_cli, serve, start_collector, subscribe_everything,
+    levels, recover_after_disconnect, refused_subscribe_recovers, resync_after, run_emulate_cli, serve, start_collector, subscribe_everything,
     wait_until,
 )
 
@@ -168,13 +168,7 @@ async def test_bad_checksum_resyncs_the_symbol(collector: CCXTProCollector, serv
 
 async def test_refused_subscribe_fails_only_its_symbols_and_recovers(collector: CCXTProCollector,
                                                                      server: EmulatorServer, errors: list) -> None:
-    server.fail_subscribe(EXCHANGE, count=2)
-    await collector.subscribe_futures(["ETH-USD-SWAP"])
-    await wait_until(lambda: collector.get_latest_orderbook("ETH/USD:ETH") is not None, what="ETH book")
-    assert [s for s, _ in errors] == ["ETH/USD:ETH"] * 2
-    assert "60012" in str(errors[0][1])
-    assert all(collector.get_status()[s]["errors"] == 0 for s in collector.subscribed_symbols() if s != "ETH/USD:ETH")
-    await assert_books_equal_server(collector, server)
+    await refused_subscribe_recovers(collector, server, errors, "ETH-USD-SWAP", "60012")
 
 
 async def test_stall_is_detected_and_recovered(server: EmulatorServer, errors: list) -> None:
