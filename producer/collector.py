@@ -293,8 +293,8 @@ class CCXTProCollector:
         snapshot = OrderbookSnapshot(
             symbol,
             ms_to_datetime(timestamp if timestamp is not None else receive_ns // 1_000_000),
-            [level[:2] for level in book["bids"][:limit]],
-            [level[:2] for level in book["asks"][:limit]],
+            _top_levels(book["bids"], limit),
+            _top_levels(book["asks"], limit),
             self.exchange_id,
             state.market_type,
             receive_ns,
@@ -505,3 +505,12 @@ def _expiry(info: Optional[MarketInfo]) -> Optional[pd.Timestamp]:
     if info is None or info.expiry is None or info.type == "swap":
         return None
     return pd.Timestamp(info.expiry, unit="ms", tz="UTC")
+
+
+def _top_levels(side: list, limit: int) -> list[list[float]]:
+    """The best ``limit`` levels as fresh ``[price, size]`` lists (ccxt's counted/indexed books keep a third
+    element per level and mutate their lists in place)."""
+    top = side[:limit]
+    if top and len(top[0]) == 3:
+        return [[price, size] for price, size, _ in top]
+    return [[level[0], level[1]] for level in top]

@@ -268,3 +268,19 @@ async def test_history_disabled(emulator):
         await collector.subscribe_futures(["BTC-PERPETUAL"])
         await wait_until(lambda: collector.get_status()["BTC/USD:BTC"]["updates"] >= 3, what="updates")
         assert collector.get_snapshot_history("BTC/USD:BTC") == []
+
+
+async def test_many_symbols_subscribe_and_resubscribe_in_few_frames(emulator):
+    async with CCXTProCollector(make_config(emulator)) as collector:
+        symbols = await collector.subscribe_all_futures() + await collector.subscribe_all_options()
+        assert len(symbols) == len(emulator.instruments("deribit"))
+        await wait_until(lambda: len(collector.orderbooks) == len(symbols), what="every book")
+        assert emulator.stats("deribit")["subscribe_requests"] == 2  # one frame per subscribe_* call
+        before = {s: collector.get_latest_orderbook(s).seq for s in symbols}
+        emulator.close_connections("deribit")
+        await wait_until(
+            lambda: all(collector.get_latest_orderbook(s).seq > before[s] for s in symbols), what="all resubscribed"
+        )
+        resubscribes = emulator.stats("deribit")["subscribe_requests"] - 2
+        assert 1 <= resubscribes <= 5, f"{len(symbols)} symbols resubscribed in {resubscribes} frames"
+        assert emulator.stats("deribit")["subscriptions"] == len(symbols)
