@@ -108,6 +108,8 @@ class ExchangeEmulator(ABC):
     malformed_frame: ClassVar[str] = '{"jsonrpc": "2.0", "method": "subscription", "params": {"chan'
     #: True if the exchange's book updates carry a checksum (then :meth:`bad_checksum` applies)
     has_checksum: ClassVar[bool] = False
+    #: accept permessage-deflate when a client offers it (ccxt does); False sends every frame uncompressed
+    ws_compress: ClassVar[bool] = True
 
     def __init__(self, seed: int = 42, update_interval: float = 0.1, burst: int = 1) -> None:
         self.seed = seed
@@ -258,7 +260,7 @@ class ExchangeEmulator(ABC):
 
     async def websocket_handler(self, request: web.Request) -> web.WebSocketResponse:
         """Accept a WebSocket client and feed its frames to :meth:`on_text` until it goes away."""
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=2**22)
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=2**22, compress=self.ws_compress)
         await ws.prepare(request)
         conn = Connection(self, ws, request)
         self.connections[conn.id] = conn

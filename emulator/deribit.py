@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from emulator.base import Connection, ExchangeEmulator, now_ms
+from emulator.base import Connection, EmulatorError, ExchangeEmulator, now_ms
 from emulator.books import NOMINAL_PRICES, BookSpec, Change, black_scholes, future_price, reference_price
 
 API_VERSION = "1.2.26"
@@ -109,9 +109,13 @@ class DeribitEmulator(ExchangeEmulator):
     ws_path = "/ws/api/v2"
 
     def __init__(self, seed: int = 42, update_interval: float = 0.1, burst: int = 1,
-                 min_heartbeat_interval: float = 10.0, now: dt.datetime | None = None) -> None:
+                 min_heartbeat_interval: float = 10.0, now: dt.datetime | None = None,
+                 option_strikes: int = 5) -> None:
         super().__init__(seed, update_interval, burst)
+        if option_strikes < 1:
+            raise EmulatorError("option_strikes must be >= 1")
         self.min_heartbeat_interval = min_heartbeat_interval
+        self.option_strikes = option_strikes
         self.now = now or dt.datetime.now(dt.timezone.utc)
         self.info: dict[str, dict] = {}  # instrument name -> get_instruments record
         self.rpc: dict[str, Callable[[Any, dict], Awaitable[Any]]] = {  # REST passes conn=None
@@ -148,15 +152,19 @@ class DeribitEmulator(ExchangeEmulator):
                 self._add_option_chain(currency, spot, expiry, now)
 
     def _add_option_chain(self, currency: str, spot: float, expiry: dt.datetime, now: int) -> None:
-        """Five strikes around the nominal price (so BTC 60000 is always listed), calls and puts."""
+        """``option_strikes`` strikes (default five) around the nominal price (so BTC 60000 is always listed),
+        calls and puts. A chain too wide for the usual strike step gets a finer (whole) one, so strikes stay positive."""
         terms = CONTRACT_TERMS[currency]
         expiry_ms = int(expiry.timestamp() * 1000)
         near_step, far_step = terms["strike_steps"]
         step = near_step if expiry_ms - now < NEAR_EXPIRY_DAYS * 86400000 else far_step
         centre = round(NOMINAL_PRICES[currency] / step) * step
+        below = (self.option_strikes - 1) // 2
+        while below * step >= centre and step > 1:
+            step = float(int(step) // 2)  # whole strikes: a channel name cannot carry a decimal point
         forward = future_price(spot, expiry_ms, now)
         years = (expiry_ms - now) / (365.0 * 86400000)
-        for strike in (centre + k * step for k in range(-2, 3)):
+        for strike in (centre + k * step for k in range(-below, self.option_strikes - below)):
             for option_type, letter in (("call", "C"), ("put", "P")):
                 value = black_scholes(forward, strike, years, call=option_type == "call") / forward
                 name = f"{currency}-{expiry_code(expiry)}-{strike:g}-{letter}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from aiohttp import web
 
@@ -20,21 +20,26 @@ from emulator.registry import EXCHANGES
 CALL_TIMEOUT = 10.0  # seconds a control call may take on the server loop
 
 
-def make_emulator(name: str, **kwargs: Any) -> ExchangeEmulator:
-    """Instantiate the emulator of exchange ``name`` (EmulatorError naming the supported ones otherwise)."""
+def make_emulator(name: str, classes: Mapping[str, type[ExchangeEmulator]] = EXCHANGES,
+                  **kwargs: Any) -> ExchangeEmulator:
+    """Instantiate the emulator of exchange ``name`` from ``classes`` (EmulatorError naming the supported ones
+    otherwise)."""
     try:
-        cls = EXCHANGES[name]
+        cls = classes[name]
     except KeyError:
-        raise EmulatorError(f"no emulator for exchange {name!r}; available: {', '.join(sorted(EXCHANGES))}") from None
+        raise EmulatorError(f"no emulator for exchange {name!r}; available: {', '.join(sorted(classes))}") from None
     return cls(**kwargs)
 
 
 class EmulatorServer:
-    """Serves the emulators of ``exchanges`` on ``host:port`` (0 = a free port) from a background thread."""
+    """Serves the emulators of ``exchanges`` on ``host:port`` (0 = a free port) from a background thread.
+
+    ``emulator_classes`` replaces registry entries (e.g. ``{"deribit": BlastDeribitEmulator}``)."""
 
     def __init__(self, exchanges: Iterable[str] = ("deribit",), seed: int = 42, host: str = "127.0.0.1",
                  port: int = 0, update_interval: float = 0.1, burst: int = 1,
-                 exchange_options: dict[str, dict] | None = None) -> None:
+                 exchange_options: dict[str, dict] | None = None,
+                 emulator_classes: Mapping[str, type[ExchangeEmulator]] | None = None) -> None:
         names = list(dict.fromkeys(exchanges))
         if not names:
             raise EmulatorError("at least one exchange is required")
@@ -42,8 +47,8 @@ class EmulatorServer:
             raise EmulatorError("update_interval must be > 0")
         options = exchange_options or {}
         self.emulators: dict[str, ExchangeEmulator] = {
-            name: make_emulator(name, seed=seed, update_interval=update_interval, burst=burst,
-                                **options.get(name, {}))
+            name: make_emulator(name, {**EXCHANGES, **(emulator_classes or {})}, seed=seed,
+                                update_interval=update_interval, burst=burst, **options.get(name, {}))
             for name in names
         }
         for emulator in self.emulators.values():
