@@ -123,7 +123,14 @@ class ExchangeAdapter:
         return nonce if isinstance(nonce, int) else None
 
     def take_fresh(self, exchange: Any, symbol: str) -> bool:
-        """True once after the exchange replaced ``symbol``'s book with a fresh snapshot on its own."""
+        """True once after the exchange replaced ``symbol``'s book with a fresh snapshot on its own.
+
+        Reads ``exchange.fresh_books`` (a set of symbols) where the adapter's ccxt subclass keeps one.
+        """
+        fresh = getattr(exchange, "fresh_books", None)
+        if fresh and symbol in fresh:
+            fresh.discard(symbol)
+            return True
         return False
 
     # -- recovery ------------------------------------------------------------------------------------------

@@ -180,13 +180,6 @@ class DeribitAdapter(ExchangeAdapter):
     def forget_book(self, exchange: Any, symbol: str) -> None:
         exchange.start_resync(symbol)
 
-    def take_fresh(self, exchange: Any, symbol: str) -> bool:
-        fresh = exchange.fresh_books
-        if symbol in fresh:
-            fresh.discard(symbol)
-            return True
-        return False
-
 
 def _consume_outcome(task: Any) -> None:
     """The batch watch's own result is never used; retrieve its exception so asyncio does not log it."""
