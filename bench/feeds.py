@@ -11,7 +11,8 @@ A feed subscribes the emulator's first N instruments, prints one JSON line ``{"r
 once every instrument delivered its first book, keeps streaming until SIGTERM, and then prints its final
 counters as one JSON line. The parent measures messages and CPU from outside (see :mod:`bench.harness`).
 A timed worker prints ``{"ready": ...}`` once running and, at SIGTERM, writes to FILE when each snapshot
-became visible (cache) or durable (archive): int64 pairs (exchange change id, time.time_ns()).
+became visible (cache) or durable (archive): int64 triples (exchange change id, the producer's receive time,
+time.time_ns()).
 """
 
 from __future__ import annotations
@@ -212,19 +213,19 @@ async def run_timed_worker(args: argparse.Namespace) -> None:
     from consumers.runner import ConsumerRunner, tune_gc
 
     seen = array("q")
-    xseq_of: dict[tuple[str, bytes], int] = {}
+    stamps: dict[tuple[str, bytes], tuple[int, int]] = {}  # entry -> (xseq, the producer's receive time)
 
     def note(entries) -> None:
         now = time.time_ns()
         for entry in entries:
-            xseq = xseq_of.pop((entry.stream, entry.id), None)
-            if xseq is not None:
-                seen.extend((xseq, now))
+            stamp = stamps.pop((entry.stream, entry.id), None)
+            if stamp is not None:
+                seen.extend((*stamp, now))
 
     class Timed(LatestBookCache if args.kind == "cache" else ParquetArchiver):
         async def handle(self, entries):
             for entry in entries:
-                xseq_of[(entry.stream, entry.id)] = entry.fields["xseq"]
+                stamps[(entry.stream, entry.id)] = (entry.fields["xseq"], entry.fields["recv_ns"])
             durable = list(await super().handle(entries))
             note(durable)
             return durable

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "up": "cli.up:up",
     "shards": "cli.shards:shards",
     "status": "cli.status:status",
+    "bench": "cli.bench:bench",
 }
 
 
