@@ -13,6 +13,7 @@ in one slot, while different shards spread over the cluster's nodes::
     {ccxt:latest:deribit}:order          HASH   symbol -> order key of the cached snapshot (same cluster slot)
     ccxt:deadletter                      STREAM entries no consumer could process, with the reason
     ccxt:alerts                          STREAM arbitrage monitor alerts
+    ccxt:trimmed:archiver                HASH   stream -> entries MAXLEN removed before that group read them
     ccxt:lease:deribit:BTC/USD:BTC       STRING which shard owns a symbol (overlap protection)
 """
 
@@ -67,6 +68,9 @@ class StreamKeys:
     @property
     def alerts(self) -> str:
         return f"{self.prefix}:alerts"
+
+    def trimmed(self, group: str) -> str:
+        return f"{self.prefix}:trimmed:{group}"
 
     def lease(self, exchange: str, symbol: str) -> str:
         return f"{self.prefix}:lease:{exchange}:{symbol}"

@@ -76,6 +76,7 @@ class LatestBookCache(Worker):
     """
 
     group = "cache"
+    report_trimmed = False  # only the newest book matters here
 
     def __init__(self, keys: StreamKeys = StreamKeys()) -> None:
         self.keys = keys

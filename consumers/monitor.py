@@ -32,6 +32,7 @@ class ArbitrageMonitor(Worker):
     """Runs an :class:`ArbitrageEngine` over the book streams and publishes its alerts."""
 
     group = "monitor"
+    report_trimmed = False  # only the newest book matters here
 
     def __init__(self, engine: ArbitrageEngine, keys: StreamKeys = StreamKeys()) -> None:
         self.engine = engine

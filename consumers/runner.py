@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 #: XREADGROUP lists at most this many stream keys per call (an idle call over 1000 keys costs ~1.35 ms).
 MAX_KEYS_PER_READ = 500
 
+#: raise the group's recorded loss of a stream to ARGV[2]; return by how much it grew (0: already known),
+#: so that each trimmed run is reported once per group, however many consumers notice it
+_RECORD_TRIMMED = """
+local known = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local total = tonumber(ARGV[2])
+if total > known then redis.call('HSET', KEYS[1], ARGV[1], total) return total - known end
+return 0
+"""
+
 
 @dataclass(slots=True)
 class StreamEntry:
@@ -57,6 +66,7 @@ class RunnerStats:
     acked: int = 0
     dead_letters: int = 0
     reclaimed: int = 0
+    trimmed: int = 0  # entries MAXLEN removed before this group read them (reported by this process)
     batches: int = 0
     errors: int = 0
     streams: int = 0
@@ -68,6 +78,8 @@ class Worker(ABC):
 
     #: the consumer group name, one per kind ("archiver", "cache", "monitor")
     group: str = "worker"
+    #: report entries MAXLEN removed before this group read them (False for kinds that only need the newest)
+    report_trimmed: bool = True
 
     async def start(self, redis: aioredis.Redis) -> None:
         """Called once before the first batch."""
@@ -99,6 +111,28 @@ class Worker(ABC):
         return []
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_id(value: Any) -> tuple[int, int]:
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _trimmed_before_read(info: dict, group: Optional[dict]) -> int:
+    """Entries of a stream that MAXLEN removed before ``group`` read them, when knowable now (else 0)."""
+    if group is None or group.get("lag") is None or info.get("entries-added") is None:
+        return 0
+    delivered = _stream_id(group["last-delivered-id"])
+    if delivered >= _stream_id(info["last-generated-id"]):
+        return int(group["lag"])  # caught up: what is still "lagging" was never delivered
+    first = info.get("recorded-first-entry-id")
+    if first is not None and info["length"] and delivered < _stream_id(first):
+        return max(0, int(info["entries-added"]) - int(group["entries-read"] or 0) - int(info["length"]))
+    return 0
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -126,6 +160,7 @@ class ConsumerRunner:
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
         discover_interval: float = 2.0,
+        trim_check_interval: float = 10.0,
         flush_interval: float = 1.0,
         start_id: str = "0",
     ) -> None:
@@ -141,6 +176,7 @@ class ConsumerRunner:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.discover_interval = discover_interval
+        self.trim_check_interval = trim_check_interval
         self.flush_interval = flush_interval
         self.start_id = start_id
         self.stats = RunnerStats()
@@ -158,11 +194,13 @@ class ConsumerRunner:
             waiters.append(asyncio.create_task(stop.wait()))
         background: list[asyncio.Task] = []
         try:
-            await self.discover()
+            await self._discover_and_read()
             background = [
-                asyncio.create_task(self._every(self.discover_interval, self.discover)),
+                asyncio.create_task(self._every(self.discover_interval, self._discover_and_read)),
                 asyncio.create_task(self._every(self.flush_interval, self._flush)),
                 asyncio.create_task(self._every(self.claim_idle_ms / 2000, self.reclaim)),
+                *([asyncio.create_task(self._every(self.trim_check_interval, self.check_trimmed))]
+                  if self.worker.report_trimmed else []),
             ]
             done, _ = await asyncio.wait([*waiters, *background], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -199,7 +237,7 @@ class ConsumerRunner:
 
     # ----------------------------------------------------------------------------------- discovery
     async def discover(self) -> None:
-        """Find shards and their streams; create the group on new streams; start a reader per shard."""
+        """Find shards and their streams; create the group on new streams."""
         tags = {t.decode() for t in await self.redis.smembers(self.keys.shards)}
         if self.shard_filter is not None:
             tags &= self.shard_filter
@@ -214,9 +252,14 @@ class ConsumerRunner:
                     if "BUSYGROUP" not in str(exc):
                         raise
             known.extend(new)
-            if known and tag not in self._shard_tasks:
-                self._shard_tasks[tag] = asyncio.create_task(self._read_shard(tag), name=f"read-{tag}")
         self.stats.streams = sum(len(v) for v in self._streams.values())
+
+    async def _discover_and_read(self) -> None:
+        """Discover, then make sure every shard with streams has its reader task."""
+        await self.discover()
+        for tag, streams in self._streams.items():
+            if streams and tag not in self._shard_tasks:
+                self._shard_tasks[tag] = asyncio.create_task(self._read_shard(tag), name=f"read-{tag}")
 
     # ----------------------------------------------------------------------------------- reading
     async def _read_shard(self, tag: str) -> None:
@@ -255,6 +298,44 @@ class ConsumerRunner:
                 self._note_error(f"read {tag}: {exc}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def check_trimmed(self) -> None:
+        """Detect entries MAXLEN removed before this group read them (a consumer far behind): count them,
+        log them and leave a gap marker in the dead-letter stream, instead of losing them silently.
+
+        A group's loss on a stream is known exactly when it has read everything (Redis keeps counting the
+        never-delivered entries in ``lag``) or when its position lies before the stream's first entry
+        (``entries-added - entries-read - length``); in between, trimming cannot have passed it.
+        """
+        streams = [stream for members in self._streams.values() for stream in members]
+        for start in range(0, len(streams), MAX_KEYS_PER_READ):
+            chunk = streams[start : start + MAX_KEYS_PER_READ]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in chunk:
+                    pipe.xinfo_stream(stream)
+                    pipe.xinfo_groups(stream)
+                replies = await pipe.execute(raise_on_error=False)
+            for i, stream in enumerate(chunk):
+                info, groups = replies[2 * i], replies[2 * i + 1]
+                if isinstance(info, Exception) or isinstance(groups, Exception):
+                    continue
+                lost = _trimmed_before_read(info, next((g for g in groups if _text(g["name"]) == self.group), None))
+                if lost:
+                    await self._report_trimmed(stream, lost)
+
+    async def _report_trimmed(self, stream: str, lost_total: int) -> None:
+        new = await self.redis.eval(_RECORD_TRIMMED, 1, self.keys.trimmed(self.group), stream, lost_total)
+        if not new:
+            return
+        self.stats.trimmed += int(new)
+        reason = f"trimmed: {new} entries were removed by MAXLEN before group {self.group} read them (a gap)"
+        log.error("%s: %s", stream, reason)
+        await self.redis.xadd(
+            self.keys.deadletter,
+            {"stream": stream, "id": b"", "group": self.group, "consumer": self.consumer, "reason": reason,
+             "payload": b"", "lost": int(new), "ts_ms": int(time.time() * 1000)},
+            maxlen=100_000, approximate=True,
+        )
 
     async def reclaim(self) -> None:
         """Take over entries other consumers left pending longer than ``claim_idle_ms``."""
