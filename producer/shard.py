@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from common.config import ConfigError, StreamConfig, check_exchange_id
 from common.streams import StreamKeys, shard_tag
-from common.redis_client import async_client, redact
+from common.redis_client import async_client, check_url, redact
 from producer.collector import CCXTProCollector
 from producer.lease import SymbolLeases
 from producer.publisher import RedisPublisher
@@ -82,6 +82,7 @@ class ShardConfig:
         for name in ("heartbeat", "stall_timeout", "reconnect_delay"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        check_url(self.redis_url)
         if not self.shard:
             self.shard = "-".join(sorted({c.lower() for c in self.futures + self.options})) or "main"
 
