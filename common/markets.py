@@ -39,17 +39,19 @@ class MarketInfo:
 
     @classmethod
     def from_ccxt(cls, exchange: str, market: dict[str, Any]) -> "MarketInfo":
-        """Build from one entry of ccxt's ``exchange.markets``."""
+        """Build from one entry of ccxt's ``exchange.markets``. Perpetual swaps get no expiry (ccxt gives
+        some, e.g. deribit's, a far-future placeholder such as 3000-01-01)."""
         option_type = market.get("optionType")
+        kind = market.get("type") or "spot"
         return cls(
             exchange=exchange,
             symbol=market["symbol"],
             id=str(market.get("id")),
-            type=market.get("type") or "spot",
+            type=kind,
             base=market.get("base") or "",
             quote=market.get("quote") or "",
             settle=market.get("settle"),
-            expiry=int(market["expiry"]) if market.get("expiry") else None,
+            expiry=int(market["expiry"]) if market.get("expiry") and kind != "swap" else None,
             strike=float(market["strike"]) if market.get("strike") is not None else None,
             option_type=option_type.lower() if isinstance(option_type, str) else None,
             contract_size=_float_or_none(market.get("contractSize")),

@@ -92,3 +92,13 @@ def test_secrets_from_env_file_and_exchange_variables(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         StreamConfig(api_secret=f"file:{tmp_path / 'nope'}")
     assert "key-from-env" not in repr(cfg) and "secret-from-file" not in repr(cfg)
+
+
+def test_perpetuals_have_no_expiry_even_when_ccxt_gives_a_placeholder():
+    from common.markets import MarketInfo
+
+    perpetual = {"symbol": "BTC/USD:BTC", "id": "BTC-PERPETUAL", "type": "swap", "base": "BTC", "quote": "USD",
+                 "settle": "BTC", "expiry": 32503680000000, "precision": {"price": 0.5}}
+    assert MarketInfo.from_ccxt("deribit", perpetual).expiry is None
+    future = dict(perpetual, symbol="BTC/USD:BTC-261225", type="future", expiry=1798185600000)
+    assert MarketInfo.from_ccxt("deribit", future).expiry_date.isoformat() == "2026-12-25"
