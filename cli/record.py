@@ -43,13 +43,17 @@ def record(exchange, futures, options, symbols, expiry, option_type, out_dir, fm
 
     \b
     Examples:
-      ccxt-collector record --demo --futures BTC --duration 10
+      ccxt-collector record --demo --duration 10          # offline: BTC futures + options from the emulator
       ccxt-collector record --exchange deribit --futures BTC --options BTC --expiry DEC26 --out data/ --format both
 
     Ctrl-C / SIGTERM / --duration: stops streaming, flushes the files, prints a summary, exits 0.
     """
     if not (futures or options or symbols):
-        raise UsageFailure("nothing to record: give --futures, --options and/or --symbols")
+        if not demo:
+            raise UsageFailure("nothing to record: give --futures, --options and/or --symbols")
+        futures, options = ["BTC"], ["BTC"]  # the demo's first impression: a whole BTC curve and chain
+        click.echo("demo: recording BTC futures, perpetual and options (choose with --futures/--options/--symbols)",
+                   err=True)
     config = StreamConfig(exchange_id=exchange, orderbook_limit=limit)
     from common.storage import StreamingDataRecorder
 

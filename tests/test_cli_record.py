@@ -103,3 +103,14 @@ def test_markets_bad_expiry_exit_2():
     result = CliRunner().invoke(main, ["markets", "--demo", "--expiry", "someday"])
     assert result.exit_code == 2
     assert result.output.startswith("error: expiry must look like")
+
+
+def test_first_command_record_demo_alone_works(tmp_path, monkeypatch):
+    """The README's first command: no selection given, --demo records the BTC curve and chain."""
+    monkeypatch.chdir(tmp_path)
+    result = run("record", "--demo", "--duration", "3")
+    assert result.exit_code == 0, result.output
+    store = OrderbookDataStore(base_path=tmp_path / "data" / "raw" / "orderbooks")
+    names = store.list_files("jsonl")
+    assert any(n.startswith("BTC_USD_BTC_") for n in names) and any(n.endswith(tuple("CP")) or "-C_" in n for n in names)
+    store.close()
