@@ -70,7 +70,7 @@ def test_record_unknown_exchange_is_one_line_exit_2():
 def test_record_bad_inputs_exit_2(tmp_path):
     cases = [
         (["--demo", "--symbols", "BTC-PERPETUL"], "BTC-PERPETUAL"),
-        (["--demo"], "nothing to record"),
+        (["--futures", ""], "nothing to record"),  # (with --demo, no selection means the BTC demo set)
         (["--demo", "--options", "BTC", "--expiry", "JAN99"], "matches no instrument"),
         (["--futures", "BTC", "--exchange-config",
           '{"urls": {"api": {"rest": "http://127.0.0.1:9", "ws": "ws://127.0.0.1:9/ws"}}}'], "cannot load markets"),
