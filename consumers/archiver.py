@@ -52,7 +52,8 @@ import pyarrow.parquet as pq
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from consumers.runner import StreamEntry, Worker, tune_gc
+from common.codec import SnapshotColumns
+from consumers.runner import StreamEntry, Worker, decode_entries, tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,11 @@ def archive_schema(depth: int) -> pa.Schema:
     )
 
 
-def _levels(sides: list[np.ndarray], depth: int) -> np.ndarray:
-    """(n, 2) [price, size] arrays of n books -> (2, depth, n): prices and sizes per level, NaN where absent."""
+def _levels(sides: list[bytes], depth: int) -> np.ndarray:
+    """Float64 level blocks of n books -> (2, depth, n): prices and sizes per level, NaN where absent."""
     n = len(sides)
-    counts = np.fromiter(map(len, sides), dtype=np.intp, count=n)
-    flat = np.frombuffer(b"".join(sides), dtype="<f8").reshape(-1, 2)  # 3x faster than np.concatenate
+    counts = np.fromiter(map(len, sides), dtype=np.intp, count=n) // 16
+    flat = np.frombuffer(b"".join(sides), dtype="<f8").reshape(-1, 2)
     if n and (counts == depth).all():  # the usual case: every book exactly ``depth`` deep
         return flat.reshape(n, depth, 2).transpose(2, 1, 0)
     out = np.full((n, depth, 2), np.nan)
@@ -117,28 +118,30 @@ class _Block:
     has_exchange_seq: np.ndarray
     seq: np.ndarray
     resync: np.ndarray
-    entries: list[StreamEntry]  # stream + id only: what acking and markers need
+    entries: list[StreamEntry]  # released (stream + id only): what acking and markers need
     levels: np.ndarray
 
     @classmethod
-    def build(cls, entries: list[StreamEntry], depth: int) -> "_Block":
-        """Convert decoded entries; raises ValueError/OverflowError on a value the schema cannot hold."""
-        fields = [entry.fields for entry in entries]
-        n = len(fields)
-        xseq = [f["xseq"] for f in fields]
-        has_xseq = np.fromiter((x is not None for x in xseq), dtype=bool, count=n)
-        bids = _levels([f["bids"] for f in fields], depth)
-        asks = _levels([f["asks"] for f in fields], depth)
+    def build(cls, entries: list[StreamEntry], columns: SnapshotColumns, rows: list[int], depth: int) -> "_Block":
+        """Convert the given rows of ``entries`` (decoded: ``columns``); raises ValueError/OverflowError on a value
+        the schema cannot hold."""
+        if len(rows) < len(entries):
+            entries, columns = [entries[row] for row in rows], columns.take(rows)
+        n = len(columns)
+        xseq = columns.xseq
+        missing_xseq = None in xseq
+        bids = _levels(columns.bids, depth)
+        asks = _levels(columns.asks, depth)
         return cls(
-            symbol=[f["symbol"] for f in fields],
-            market_type=[f["type"] for f in fields],
-            ts_ms=np.fromiter((f["ts"] for f in fields), dtype=np.int64, count=n),
-            receive_ts_ns=np.fromiter((f["recv_ns"] for f in fields), dtype=np.int64, count=n),
-            exchange_seq=np.fromiter((x or 0 for x in xseq), dtype=np.int64, count=n),
-            has_exchange_seq=has_xseq,
-            seq=np.fromiter((f["seq"] for f in fields), dtype=np.int64, count=n),
-            resync=np.fromiter((f["resync"] for f in fields), dtype=bool, count=n),
-            entries=[StreamEntry(e.stream, e.id, {}, b"") for e in entries],
+            symbol=columns.symbol,
+            market_type=columns.market_type,
+            ts_ms=np.array(columns.ts, dtype=np.int64),
+            receive_ts_ns=np.array(columns.recv_ns, dtype=np.int64),
+            exchange_seq=np.array([x or 0 for x in xseq] if missing_xseq else xseq, dtype=np.int64),
+            has_exchange_seq=np.array([x is not None for x in xseq]) if missing_xseq else np.ones(n, dtype=bool),
+            seq=np.array(columns.seq, dtype=np.int64),
+            resync=np.array(columns.resync, dtype=bool),
+            entries=entries,
             levels=np.concatenate([bids.reshape(2 * depth, n), asks.reshape(2 * depth, n)]),
         )
 
@@ -189,6 +192,7 @@ class ParquetArchiver(Worker):
     """Archives book streams to Parquet (layout and guarantees: see the module docstring)."""
 
     group = "archiver"
+    decodes_batches = True
 
     def metric_sources(self) -> list:
         from common.metrics import ArchiverMetrics
@@ -242,12 +246,16 @@ class ParquetArchiver(Worker):
         await self._sweep_markers()
 
     async def handle(self, entries: list[StreamEntry]) -> list[StreamEntry]:
+        """Buffer the batch (decoded here in bulk, see ``decodes_batches``); return the entries now durable."""
         durable: list[StreamEntry] = []
         if any(entry.redelivered for entry in entries):
             entries, already = self._split_redelivered(entries)
             durable.extend(already)
-        grouped = self._group(entries)
-        blocks = [(key, _Block.build(group, self.depth)) for key, group in grouped.items()]  # may raise: nothing changed yet
+        columns = decode_entries(entries)
+        grouped = self._group(columns)
+        blocks = [(key, _Block.build(entries, columns, rows, self.depth)) for key, rows in grouped.items()]  # may raise
+        for entry in entries:  # buffered until acked: only stream and id are needed from here on
+            entry.release()
         for key, block in blocks:
             partition = self._partitions.get(key)
             if partition is None:
@@ -287,24 +295,26 @@ class ParquetArchiver(Worker):
         self._log_progress(time.monotonic(), force=True)
 
     # ----------------------------------------------------------------------------------- batching
-    def _group(self, entries: list[StreamEntry]) -> dict[tuple[str, int], list[StreamEntry]]:
-        """Entries by (exchange, UTC day number); raises ValueError for a timestamp no date can hold."""
-        grouped: dict[tuple[str, int], list[StreamEntry]] = {}
-        for entry in entries:
-            ts = entry.fields["ts"]
-            if not 0 <= ts < MAX_TS_MS:
-                raise ValueError(f"exchange timestamp {ts} ms is outside the years 1970-9999")
-            exchange = entry.fields["exchange"]
-            if exchange not in self._safe_exchanges:
-                if _NAME_UNSAFE.search(exchange) or exchange.startswith((".", "_")):
-                    raise ValueError(f"exchange id {exchange!r} cannot name a directory")
-                self._safe_exchanges.add(exchange)
-            key = (exchange, ts // DAY_MS)
-            group = grouped.get(key)
-            if group is None:
-                grouped[key] = [entry]
-            else:
-                group.append(entry)
+    def _group(self, columns: SnapshotColumns) -> dict[tuple[str, int], list[int]]:
+        """Rows by (exchange, UTC day number); raises ValueError for a timestamp no date can hold or an exchange id
+        that cannot name a directory."""
+        ts, exchanges = columns.ts, columns.exchange
+        if not ts:
+            return {}
+        first, last = min(ts), max(ts)
+        for value in (first, last):
+            if not 0 <= value < MAX_TS_MS:
+                raise ValueError(f"exchange timestamp {value} ms is outside the years 1970-9999")
+        names = set(exchanges)
+        for exchange in names - self._safe_exchanges:
+            if _NAME_UNSAFE.search(exchange) or exchange.startswith((".", "_")):
+                raise ValueError(f"exchange id {exchange!r} cannot name a directory")
+            self._safe_exchanges.add(exchange)
+        if len(names) == 1 and first // DAY_MS == last // DAY_MS:  # the usual batch: one partition
+            return {(exchanges[0], first // DAY_MS): list(range(len(ts)))}
+        grouped: dict[tuple[str, int], list[int]] = {}
+        for row, key in enumerate(zip(exchanges, (value // DAY_MS for value in ts))):
+            grouped.setdefault(key, []).append(row)
         return grouped
 
     def _date(self, day: int) -> str:

@@ -31,7 +31,7 @@ from common.codec import decode
 from common.model import OrderbookSnapshot, datetime_to_ms
 from common.redis_client import async_client, sync_client
 from common.streams import StreamKeys
-from consumers.runner import StreamEntry, Worker
+from consumers.runner import StreamEntry, Worker, decode_entries
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class LatestBookCache(Worker):
 
     group = "cache"
     report_trimmed = False  # only the newest book matters here
+    decodes_batches = True
 
     def __init__(self, keys: StreamKeys = StreamKeys()) -> None:
         self.keys = keys
@@ -87,11 +88,12 @@ class LatestBookCache(Worker):
         self._redis = redis
 
     async def handle(self, entries: list[StreamEntry]) -> Iterable[StreamEntry]:
+        columns = decode_entries(entries)
         newest: dict[tuple[str, str], tuple[str, StreamEntry]] = {}
-        for entry in entries:
-            f = entry.fields
-            key = (f["exchange"], f["symbol"])
-            order = order_key(f["recv_ns"], f["seq"])
+        for entry, exchange, symbol, recv_ns, seq in zip(entries, columns.exchange, columns.symbol, columns.recv_ns,
+                                                         columns.seq):
+            key = (exchange, symbol)
+            order = order_key(recv_ns, seq)
             if key not in newest or order > newest[key][0]:
                 newest[key] = (order, entry)
         args_by_exchange: dict[str, list[Any]] = {}

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from common.codec import CodecError, decode_fields
+from common.codec import CodecError, SnapshotColumns, decode_columns, decode_fields
 from common.redis_client import async_client, redact
 from common.streams import PAYLOAD_FIELD, StreamKeys
 
@@ -43,19 +43,64 @@ return 0
 """
 
 
-@dataclass(slots=True)
 class StreamEntry:
-    """One decoded stream entry: ``fields`` is :func:`common.codec.decode_fields` output.
+    """One stream entry: its ``payload`` (wire bytes) and ``fields``, the payload's
+    :func:`common.codec.decode_fields` output, given or decoded on first use (CodecError if undecodable).
 
     ``redelivered`` is True when the entry was delivered before (this consumer's pending entries read
     at start, or entries reclaimed from another consumer): a worker may already have made it durable.
     """
 
-    stream: str
-    id: bytes
-    fields: dict[str, Any]
-    payload: bytes
-    redelivered: bool = False
+    __slots__ = ("stream", "id", "payload", "redelivered", "_fields")
+
+    def __init__(self, stream: str, id: bytes, fields: Optional[dict[str, Any]], payload: bytes,
+                 redelivered: bool = False) -> None:
+        self.stream = stream
+        self.id = id
+        self.payload = payload
+        self.redelivered = redelivered
+        self._fields = fields
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        if self._fields is None:
+            self._fields = decode_fields(self.payload)
+        return self._fields
+
+    def release(self) -> None:
+        """Drop the payload and fields (a worker that keeps the entry only to acknowledge it later)."""
+        self.payload = b""
+        self._fields = None
+
+    @property
+    def decoded(self) -> bool:
+        """True when ``fields`` are at hand without decoding."""
+        return self._fields is not None
+
+    def __repr__(self) -> str:
+        return f"StreamEntry({self.stream!r}, {self.id!r}, redelivered={self.redelivered})"
+
+
+class UndecodableEntries(Exception):
+    """Raised by :meth:`Worker.handle` of a worker that decodes its batches itself (``decodes_batches``),
+    before it changed anything: ``refused`` lists the entries that cannot be decoded, with the reason. The
+    runner dead-letters them and hands the rest of the batch to ``handle`` again."""
+
+    def __init__(self, refused: list[tuple[StreamEntry, str]]) -> None:
+        super().__init__(f"{len(refused)} undecodable entries")
+        self.refused = refused
+
+
+def decode_entries(entries: list[StreamEntry]) -> SnapshotColumns:
+    """The entries' snapshots column-wise, for workers that decode their batches (``Worker.decodes_batches``):
+    their fields when every entry has them at hand (a direct caller), else their payloads decoded in bulk.
+    Raises UndecodableEntries naming the entries that cannot be decoded."""
+    if all(entry.decoded for entry in entries):
+        return SnapshotColumns.from_fields([entry.fields for entry in entries])
+    columns, refused = decode_columns([entry.payload for entry in entries])
+    if refused:
+        raise UndecodableEntries([(entries[index], reason) for index, reason in refused])
+    return columns
 
 
 @dataclass
@@ -80,6 +125,9 @@ class Worker(ABC):
     group: str = "worker"
     #: report entries MAXLEN removed before this group read them (False for kinds that only need the newest)
     report_trimmed: bool = True
+    #: True: ``handle`` gets entries not decoded yet and decodes the whole batch itself (raising
+    #: UndecodableEntries for entries it cannot decode); False: the runner decodes every entry's ``fields`` first
+    decodes_batches: bool = False
 
     async def start(self, redis: aioredis.Redis) -> None:
         """Called once before the first batch."""
@@ -145,6 +193,60 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _raw_reader(redis: Any) -> Optional[aioredis.Redis]:
+    """A client on ``redis``'s connection pool whose XREADGROUP replies stay as Redis sent them (a list of
+    [stream, [[id, [field, value, ...]], ...]], a map under RESP3): redis-py reshapes every entry into a tuple
+    and a dict, ~1 µs of CPU an entry. None for a cluster client (it reads through ``redis`` itself)."""
+    if not isinstance(redis, aioredis.Redis):
+        return None
+    reader = aioredis.Redis(connection_pool=redis.connection_pool)
+    reader.set_response_callback("XREADGROUP", lambda reply, **options: reply)
+    return reader
+
+
+def _by_stream(reply: Any) -> Iterable[tuple[bytes, list]]:
+    """(stream, entries) pairs of an XREADGROUP reply: a list of pairs, a map under RESP3, None when empty."""
+    return reply.items() if isinstance(reply, dict) else reply or ()
+
+
+def _entries(reply: Any, count: int) -> tuple[list[tuple[str, bytes, Any]], bool]:
+    """(stream, id, fields) of an XREADGROUP reply in any of its shapes (fields: a dict or a flat list), and
+    whether some stream returned ``count`` entries (it may have more). Pending entries already trimmed away
+    come back with no fields: left out."""
+    entries: list[tuple[str, bytes, Any]] = []
+    limited = False
+    for stream, items in _by_stream(reply):
+        limited = limited or len(items) == count
+        name = stream.decode()
+        entries.extend((name, entry_id, data) for entry_id, data in items if data)
+    return entries, limited
+
+
+def _payload(fields: Any) -> Optional[bytes]:
+    """The payload field of an entry's fields (a dict, or Redis's flat [field, value, ...] list), else None."""
+    if isinstance(fields, dict):
+        return fields.get(PAYLOAD_FIELD)
+    if len(fields) == 2 and fields[0] == PAYLOAD_FIELD:  # what producers write
+        return fields[1]
+    return dict(zip(fields[::2], fields[1::2])).get(PAYLOAD_FIELD)
+
+
+def _field_names(fields: Any) -> list:
+    return list(fields) if isinstance(fields, dict) else fields[::2]
+
+
+def next_count(count: int, returned: int, limited: bool, budget: int) -> int:
+    """The XREADGROUP COUNT (a per-stream limit) for a shard's next call, steering the entries one call returns
+    toward ``budget``: a call over many backlogged streams would otherwise return COUNT x streams entries.
+    Shrinks after a call that returned more than the budget; grows back while some stream hit the limit
+    (``limited``: it has more) and the call returned under half the budget (few busy streams)."""
+    if returned > budget:
+        return max(1, count * budget // returned)
+    if limited and returned * 2 < budget:
+        return min(budget, count * 2)
+    return count
+
+
 class ConsumerRunner:
     """Runs one :class:`Worker` over every book stream of the selected shards."""
 
@@ -156,7 +258,7 @@ class ConsumerRunner:
         keys: StreamKeys = StreamKeys(),
         consumer: Optional[str] = None,
         shards: Optional[Iterable[str]] = None,
-        batch_size: int = 1000,
+        batch_size: int = 1000,  # entries per XREADGROUP call (about; see next_count)
         block_ms: int = 500,
         claim_idle_ms: int = 30_000,
         discover_interval: float = 2.0,
@@ -167,6 +269,7 @@ class ConsumerRunner:
         if batch_size <= 0 or block_ms < 0 or claim_idle_ms <= 0:
             raise ValueError("batch_size and claim_idle_ms must be positive, block_ms >= 0")
         self.redis = redis
+        self._reader = _raw_reader(redis)
         self.worker = worker
         self.keys = keys
         self.group = worker.group
@@ -263,41 +366,60 @@ class ConsumerRunner:
 
     # ----------------------------------------------------------------------------------- reading
     async def _read_shard(self, tag: str) -> None:
-        """Read one shard's streams: first this consumer's own pending entries, then new ones."""
+        """Read one shard's streams: first this consumer's own pending entries, then new ones. While a backlog is
+        read, the next read is in flight while a batch is processed (Redis prepares it on another core); at stop,
+        what it returns is processed too."""
         backoff = 0.1
         pending_first = True
         # pending phase: read past what was already handed over (a worker may hold it unacked in a buffer)
         pending_cursor: dict[str, str | bytes] = {}
-        while not self._stopping.is_set():
-            streams = self._streams[tag]
-            chunks = [streams[i : i + MAX_KEYS_PER_READ] for i in range(0, len(streams), MAX_KEYS_PER_READ)]
-            try:
-                got_any = False
-                for chunk in chunks:
-                    ids = {s: pending_cursor.get(s, "0") for s in chunk} if pending_first else dict.fromkeys(chunk, ">")
-                    block = None if pending_first or len(chunks) > 1 else self.block_ms
-                    reply = await self.redis.xreadgroup(self.group, self.consumer, ids, count=self.batch_size, block=block)
-                    entries = []
-                    for stream, items in reply or ():
-                        if items and pending_first:
+        # XREADGROUP COUNT (per stream), steered so that a call returns about batch_size entries in total
+        count = max(1, self.batch_size // min(len(self._streams[tag]) or 1, MAX_KEYS_PER_READ))
+        ahead: Optional[asyncio.Future] = None
+
+        async def read(chunk: list[str], block: Optional[int]) -> list:
+            ids = {s: pending_cursor.get(s, "0") for s in chunk} if pending_first else dict.fromkeys(chunk, ">")
+            return await (self._reader or self.redis).xreadgroup(self.group, self.consumer, ids, count=count, block=block)
+
+        try:
+            while not self._stopping.is_set():
+                streams = self._streams[tag]
+                chunks = [streams[i : i + MAX_KEYS_PER_READ] for i in range(0, len(streams), MAX_KEYS_PER_READ)]
+                try:
+                    got_any = False
+                    for chunk in chunks:
+                        in_flight, ahead = ahead, None
+                        reply = await (in_flight or read(chunk, None if pending_first or len(chunks) > 1 else self.block_ms))
+                        if pending_first:
+                            for stream, items in _by_stream(reply):
+                                if items:
+                                    got_any = True
+                                    pending_cursor[stream.decode()] = items[-1][0]
+                        entries, limited = _entries(reply, count)
+                        count = next_count(count, len(entries), limited, self.batch_size)
+                        backlog = len(entries) * 2 >= self.batch_size  # live traffic: no read ahead, answer first
+                        if backlog and not pending_first and len(chunks) == 1 and not self._stopping.is_set():
+                            ahead = asyncio.ensure_future(read(chunk, self.block_ms))
+                        if entries:
                             got_any = True
-                            pending_cursor[stream.decode()] = items[-1][0]
-                        # pending entries already trimmed away come back with no fields
-                        entries.extend((stream.decode(), entry_id, data) for entry_id, data in items if data)
-                    if entries:
-                        got_any = True
-                        await self._process(entries, redelivered=pending_first)
-                if pending_first and not got_any:
-                    pending_first = False
-                elif not got_any and len(chunks) > 1:
-                    await asyncio.sleep(self.block_ms / 1000)
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                self._note_error(f"read {tag}: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                            await self._process(entries, redelivered=pending_first)
+                    if pending_first and not got_any:
+                        pending_first = False
+                    elif not got_any and len(chunks) > 1:
+                        await asyncio.sleep(self.block_ms / 1000)
+                    backoff = 0.1
+                except (RedisError, OSError) as exc:
+                    self._note_error(f"read {tag}: {exc}")
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            if ahead is not None:  # stopping: the read in flight returns within block_ms
+                in_flight, ahead = ahead, None
+                entries, _ = _entries(await in_flight, count)
+                if entries:
+                    await self._process(entries)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
     async def check_trimmed(self) -> None:
         """Detect entries MAXLEN removed before this group read them (a consumer far behind): count them,
@@ -356,39 +478,69 @@ class ConsumerRunner:
                         break
 
     # ----------------------------------------------------------------------------------- processing
-    async def _process(self, raw: list[tuple[str, bytes, dict]], *, redelivered: bool = False) -> None:
-        decoded: list[StreamEntry] = []
+    async def _process(self, raw: list[tuple[str, bytes, Any]], *, redelivered: bool = False) -> None:
+        entries: list[StreamEntry] = []
         poison: list[tuple[str, bytes, bytes, str]] = []
         for stream, entry_id, data in raw:
-            payload = data.get(PAYLOAD_FIELD)
+            payload = _payload(data)
             if payload is None:
-                poison.append((stream, entry_id, b"", f"no {PAYLOAD_FIELD.decode()!r} field (fields: {list(data)})"))
-                continue
-            try:
-                decoded.append(StreamEntry(stream, entry_id, decode_fields(payload), payload, redelivered))
-            except CodecError as exc:
-                poison.append((stream, entry_id, payload, f"undecodable: {exc}"))
+                poison.append((stream, entry_id, b"", f"no {PAYLOAD_FIELD.decode()!r} field (fields: {_field_names(data)})"))
+            else:
+                entries.append(StreamEntry(stream, entry_id, None, payload, redelivered))
+        if not self.worker.decodes_batches:
+            entries = self._decode(entries, poison)
         self.stats.read += len(raw)
         self.stats.batches += 1
         async with self._lock:
             if poison:
                 await self._dead_letter(poison)
-            if decoded:
-                try:
-                    durable = list(await self.worker.handle(decoded))
-                except Exception as exc:  # a worker bug or poison inside the batch: isolate it
-                    self._note_error(f"{self.group} batch failed: {exc!r}")
-                    durable = await self._handle_one_by_one(decoded)
-                await self._ack(durable)
+            if entries:
+                await self._ack(await self._handle(entries))
 
-    async def _handle_one_by_one(self, entries: list[StreamEntry]) -> list[StreamEntry]:
+    @staticmethod
+    def _decode(entries: list[StreamEntry], poison: list[tuple[str, bytes, bytes, str]]) -> list[StreamEntry]:
+        """The entries whose fields decode; the others are added to ``poison``."""
+        decoded: list[StreamEntry] = []
+        for entry in entries:
+            try:
+                entry.fields
+            except CodecError as exc:
+                poison.append((entry.stream, entry.id, entry.payload, f"undecodable: {exc}"))
+            else:
+                decoded.append(entry)
+        return decoded
+
+    async def _handle(self, entries: list[StreamEntry]) -> list[StreamEntry]:
+        """The worker's handle() of a batch. Entries it reports undecodable are dead-lettered and the rest handed
+        over again; a batch that fails otherwise is retried entry by entry, dead-lettering those that still fail."""
+        try:
+            return list(await self.worker.handle(entries))
+        except UndecodableEntries as exc:
+            rest = await self._dead_letter_undecodable(entries, exc)
+            if len(rest) < len(entries):
+                return await self._handle(rest) if rest else []
+            failure: Exception = exc
+        except Exception as exc:  # a worker bug or poison inside the batch: isolate it
+            failure = exc
+        self._note_error(f"{self.group} batch failed: {failure!r}")
         durable: list[StreamEntry] = []
         for entry in entries:
             try:
                 durable.extend(await self.worker.handle([entry]))
+            except UndecodableEntries as exc:
+                if await self._dead_letter_undecodable([entry], exc):
+                    await self._dead_letter([(entry.stream, entry.id, entry.payload, f"processing failed: {exc!r}")])
             except Exception as exc:
                 await self._dead_letter([(entry.stream, entry.id, entry.payload, f"processing failed: {exc!r}")])
         return durable
+
+    async def _dead_letter_undecodable(self, entries: list[StreamEntry], exc: UndecodableEntries) -> list[StreamEntry]:
+        """Dead-letter the entries of ``entries`` that ``exc`` names; return the others."""
+        reasons = {id(entry): reason for entry, reason in exc.refused}
+        refused = [(e.stream, e.id, e.payload, f"undecodable: {reasons[id(e)]}") for e in entries if id(e) in reasons]
+        if refused:
+            await self._dead_letter(refused)
+        return [entry for entry in entries if id(entry) not in reasons]
 
     async def _flush(self, *, final: bool = False) -> None:
         async with self._lock:
