@@ -22,8 +22,7 @@ raises :class:`CodecError` and nothing else.
 
 from __future__ import annotations
 
-import sys
-from array import array
+import struct
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from itertools import chain
@@ -32,12 +31,12 @@ from typing import Any, Iterable, Optional, Sequence
 import msgpack
 import numpy as np
 
-from common.model import OrderbookSnapshot, datetime_to_ms, ms_to_datetime
+from common.model import OrderbookSnapshot, PackedSnapshot, datetime_to_ms, ms_to_datetime
 
 SCHEMA_VERSION = 1
 _REQUIRED = ("exchange", "symbol", "ts", "seq", "bids", "asks")
-_LITTLE = sys.byteorder == "little"
 _FLOAT64 = np.dtype("<f8")
+_PAIRS: dict[int, struct.Struct] = {}  # level count -> its little-endian float64 layout
 
 
 class CodecError(ValueError):
@@ -45,11 +44,19 @@ class CodecError(ValueError):
 
 
 def pack_levels(levels: Iterable[Sequence[float]]) -> bytes:
-    """[[price, size], ...] -> little-endian float64 bytes (price,size interleaved)."""
-    block = array("d", chain.from_iterable((lvl[0], lvl[1]) for lvl in levels))
-    if not _LITTLE:
-        block.byteswap()
-    return block.tobytes()
+    """[[price, size], ...] -> little-endian float64 bytes (price,size interleaved); elements after the size
+    (ccxt's order counts or ids) are left out. One ``struct.pack`` of the flattened levels (the producer's hot
+    path: 20 levels of ccxt's book in 1.3-2 µs, a third to a half of an ``array`` built from a generator)."""
+    top = levels if type(levels) is list else list(levels)
+    pairs = _PAIRS.get(len(top))
+    if pairs is None:
+        pairs = _PAIRS[len(top)] = struct.Struct(f"<{2 * len(top)}d")
+    if top and len(top[0]) == 2:
+        try:
+            return pairs.pack(*chain.from_iterable(top))
+        except struct.error:  # a level of another length further down: take price and size of each
+            pass
+    return pairs.pack(*[value for level in top for value in (level[0], level[1])])
 
 
 def unpack_levels(block: bytes) -> np.ndarray:
@@ -72,7 +79,21 @@ def encode_fields(
     bids: Iterable[Sequence[float]],
     asks: Iterable[Sequence[float]],
 ) -> bytes:
-    """Encode one snapshot from plain values (the producer's hot path: no dataclass needed)."""
+    """Encode one snapshot from plain values (no dataclass needed)."""
+    return _pack_map(exchange, symbol, market_type, ts_ms, recv_ns, exchange_seq, seq, resync,
+                     pack_levels(bids), pack_levels(asks))
+
+
+def encode_packed(packed: PackedSnapshot) -> bytes:
+    """Encode a :class:`PackedSnapshot` (the producer's hot path: its level blocks already are the wire's)."""
+    return _pack_map(packed.exchange, packed.symbol, packed.market_type, packed.timestamp_ms, packed.receive_ts_ns,
+                     packed.exchange_seq, packed.seq, packed.resync, packed.bids_block, packed.asks_block)
+
+
+def _pack_map(
+    exchange: str, symbol: str, market_type: str, ts_ms: int, recv_ns: int, exchange_seq: Optional[int], seq: int,
+    resync: bool, bids_block: bytes, asks_block: bytes,
+) -> bytes:
     return msgpack.packb(
         {
             "v": SCHEMA_VERSION,
@@ -84,8 +105,8 @@ def encode_fields(
             "xseq": None if exchange_seq is None else int(exchange_seq),
             "seq": int(seq),
             "resync": bool(resync),
-            "bids": pack_levels(bids),
-            "asks": pack_levels(asks),
+            "bids": bids_block,
+            "asks": asks_block,
         },
         use_bin_type=True,
     )

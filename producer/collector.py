@@ -4,9 +4,13 @@ Every subscribed symbol runs its own task (``watch_order_book`` in a loop), so o
 backoff or slow consumer never hold up another. Subscriptions are sent in batches where the exchange
 allows (one frame for hundreds of channels). Exchange-specific fixes live in :mod:`producer.adapters`.
 
-Each emitted :class:`OrderbookSnapshot` is trimmed to ``orderbook_limit`` levels, stored as the
-symbol's latest book (and in its bounded history), handed to the listeners synchronously (the
-pipeline's publisher) and then to the user's ``on_orderbook_update`` (see :mod:`producer.callbacks`).
+Each emitted snapshot is trimmed to ``orderbook_limit`` levels and packed once into the wire format's
+float64 blocks (:class:`~common.model.PackedSnapshot`): that compact form goes to the bounded history and
+to the packed listeners (the pipeline's publisher encodes it without touching a level again). Then the
+full :class:`OrderbookSnapshot` is built, stored as the symbol's latest book and handed to the other
+listeners synchronously and to the user's ``on_orderbook_update`` (see :mod:`producer.callbacks`). Nobody
+needing it (the producer's case: only the publisher listens), the packed form is stored as the latest book
+and unpacked when first read.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable, Iterable, Optional, Union
 
 import ccxt
@@ -23,7 +28,8 @@ import pandas as pd
 
 from common.config import ConfigError, StreamConfig
 from common.markets import MarketInfo
-from common.model import OrderbookSnapshot, ms_to_datetime
+from common.codec import pack_levels
+from common.model import OrderbookSnapshot, PackedSnapshot, ms_to_datetime
 from producer.adapters import adapter_for
 from producer.batcher import SubscriptionBatcher
 from producer.callbacks import CallbackRunner
@@ -49,6 +55,7 @@ from producer.stream_state import (
 log = logging.getLogger(__name__)
 
 Listener = Callable[[OrderbookSnapshot], None]
+PackedListener = Callable[[PackedSnapshot], None]
 Symbols = Union[str, Iterable[str]]
 
 START_TIMEOUT = 30.0  # seconds start() may spend loading markets
@@ -66,8 +73,10 @@ class CCXTProCollector:
     """Streams order books of many futures, perpetuals and options of one exchange.
 
     ``orderbooks`` maps unified symbol -> latest snapshot; ``snapshot_history`` maps unified symbol
-    -> bounded deque of past snapshots (``store_snapshots`` / ``max_snapshots_per_symbol``; clearing
-    it is allowed). Lookups accept unified symbols and exchange-native ids.
+    -> bounded deque of past snapshots in their compact form, :class:`~common.model.PackedSnapshot`
+    (``store_snapshots`` / ``max_snapshots_per_symbol``; clearing it is allowed;
+    :meth:`get_snapshot_history` returns them as :class:`OrderbookSnapshot`). Lookups accept unified
+    symbols and exchange-native ids.
     """
 
     def __init__(self, config: StreamConfig) -> None:
@@ -75,8 +84,9 @@ class CCXTProCollector:
         self.exchange_id = config.exchange_id
         self.adapter = adapter_for(config.exchange_id)
         self.exchange: Any = None
-        self.orderbooks: dict[str, OrderbookSnapshot] = {}
-        self.snapshot_history: defaultdict[str, deque] = defaultdict(self._new_history)
+        self._latest: dict[str, Union[OrderbookSnapshot, PackedSnapshot]] = {}
+        self.orderbooks = LatestBooks(self._latest)
+        self.snapshot_history: defaultdict[str, deque[PackedSnapshot]] = defaultdict(self._new_history)
         self.subscribed_futures: set[str] = set()
         self.subscribed_options: set[str] = set()
         #: first ``seq`` of a symbol is seq_origin + 1 (a producer sets it to the start time in µs so that
@@ -86,6 +96,7 @@ class CCXTProCollector:
         self._streams: dict[str, SymbolState] = {}
         self._last_seq: dict[str, int] = {}  # seq of unsubscribed symbols: a resubscription continues it
         self._listeners: list[Listener] = []
+        self._packed_listeners: list[PackedListener] = []
         self._callbacks = CallbackRunner(config.on_orderbook_update, config.on_error, config.callback_timeout)
         self._batcher: Optional[SubscriptionBatcher] = None
         self._watchdog: Optional[asyncio.Task] = None
@@ -228,7 +239,8 @@ class CCXTProCollector:
         self._last_seq[unified] = state.seq
         self.subscribed_futures.discard(unified)
         self.subscribed_options.discard(unified)
-        self.orderbooks.pop(unified, None)
+        if unified in self.orderbooks:
+            del self.orderbooks[unified]
         await self.adapter.unsubscribe(self.exchange, unified)
 
     def subscribed_symbols(self) -> list[str]:
@@ -236,15 +248,17 @@ class CCXTProCollector:
 
     # -- listeners (the pipeline's sinks) ------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
+    def add_listener(self, listener: Union[Listener, PackedListener], *, packed: bool = False) -> None:
         """Call ``listener(snapshot)`` synchronously for every emitted snapshot, before user callbacks.
 
-        It runs inside the symbol's task and must not block; an exception is logged and ignored.
+        With ``packed=True`` it receives the :class:`~common.model.PackedSnapshot` instead, before the full
+        snapshot is built (the publisher's fast path: levels already in the wire layout). A listener runs
+        inside the symbol's task and must not block; an exception is logged and ignored.
         """
-        self._listeners.append(listener)
+        (self._packed_listeners if packed else self._listeners).append(listener)
 
-    def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+    def remove_listener(self, listener: Union[Listener, PackedListener]) -> None:
+        (self._packed_listeners if listener in self._packed_listeners else self._listeners).remove(listener)
 
     # -- the per-symbol stream -------------------------------------------------------------------------------
 
@@ -288,32 +302,37 @@ class CCXTProCollector:
         limit = self.config.orderbook_limit
         symbol = state.symbol
         timestamp = book.get("timestamp")
+        bids, asks = book["bids"][:limit], book["asks"][:limit]
         state.seq += 1
         state.updates += 1
-        snapshot = OrderbookSnapshot(
+        packed = PackedSnapshot(
             symbol,
-            ms_to_datetime(timestamp if timestamp is not None else receive_ns // 1_000_000),
-            _top_levels(book["bids"], limit),
-            _top_levels(book["asks"], limit),
             self.exchange_id,
             state.market_type,
+            timestamp if timestamp is not None else receive_ns // 1_000_000,
             receive_ns,
             self.adapter.exchange_seq(book),
             state.seq,
             state.resync_next | self.adapter.take_fresh(self.exchange, symbol),
+            pack_levels(bids),
+            pack_levels(asks),
         )
         state.resync_next = False
         state.consecutive_failures = 0
         state.state = STREAMING
         state.last_update_at = state.progress_at = time.monotonic()
-        self.orderbooks[symbol] = snapshot
         if self.config.store_snapshots:
-            self.snapshot_history[symbol].append(snapshot)
-        for listener in self._listeners:
-            try:
-                listener(snapshot)
-            except Exception:
-                log.exception("listener %r failed on %s", listener, symbol)
+            self.snapshot_history[symbol].append(packed)
+        _notify(self._packed_listeners, packed)
+        if not (self._listeners or self._callbacks.has_update_callback):
+            self._latest[symbol] = packed
+            return
+        snapshot = OrderbookSnapshot(
+            symbol, ms_to_datetime(packed.timestamp_ms), _copy_levels(bids), _copy_levels(asks), self.exchange_id,
+            state.market_type, receive_ns, packed.exchange_seq, packed.seq, packed.resync,
+        )
+        self._latest[symbol] = snapshot
+        _notify(self._listeners, snapshot)
         if self._callbacks.has_update_callback:
             self._callbacks.update(snapshot)
 
@@ -422,10 +441,11 @@ class CCXTProCollector:
         return {s: ob for s, ob in self.orderbooks.items() if ob.market_type in OPTION_TYPES}
 
     def get_snapshot_history(self, symbol: str) -> list[OrderbookSnapshot]:
-        """Past snapshots of ``symbol``, oldest first (at most ``max_snapshots_per_symbol``)."""
+        """Past snapshots of ``symbol``, oldest first (at most ``max_snapshots_per_symbol``), unpacked anew
+        from the history's compact form on every call."""
         unified = symbol if symbol in self.snapshot_history else self._require_catalog().resolve(symbol)
         history = self.snapshot_history.get(unified)
-        return list(history) if history else []
+        return [packed.unpack() for packed in history] if history else []
 
     def get_orderbooks_as_dataframe(self) -> pd.DataFrame:
         """One row per symbol with top of book, levels and (options) strike, expiry and type."""
@@ -500,6 +520,49 @@ class CCXTProCollector:
         return self._catalog
 
 
+class LatestBooks(MutableMapping[str, OrderbookSnapshot]):
+    """``collector.orderbooks``: unified symbol -> latest :class:`OrderbookSnapshot`.
+
+    The collector stores a book in its packed form when nobody needs the full one right away; it is unpacked
+    on its first read, once (later reads of the same book return the same object). The collector's own
+    writes never go through the cache, so a read from another thread cannot put an older book back.
+    """
+
+    def __init__(self, books: dict[str, Union[OrderbookSnapshot, PackedSnapshot]]) -> None:
+        self._books = books
+        self._unpacked: dict[str, tuple[PackedSnapshot, OrderbookSnapshot]] = {}
+
+    def __getitem__(self, symbol: str) -> OrderbookSnapshot:
+        book = self._books[symbol]
+        if type(book) is not PackedSnapshot:
+            return book
+        cached = self._unpacked.get(symbol)
+        if cached is not None and cached[0] is book:
+            return cached[1]
+        snapshot = book.unpack()
+        self._unpacked[symbol] = (book, snapshot)
+        return snapshot
+
+    def __setitem__(self, symbol: str, book: OrderbookSnapshot) -> None:
+        self._books[symbol] = book
+
+    def __delitem__(self, symbol: str) -> None:
+        del self._books[symbol]
+        self._unpacked.pop(symbol, None)
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._books
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._books)
+
+    def __len__(self) -> int:
+        return len(self._books)
+
+    def __repr__(self) -> str:
+        return f"<LatestBooks of {len(self._books)} symbols>"
+
+
 def _expiry(info: Optional[MarketInfo]) -> Optional[pd.Timestamp]:
     """Expiry of a dated market (perpetuals report a far-future placeholder: shown as None)."""
     if info is None or info.expiry is None or info.type == "swap":
@@ -507,10 +570,18 @@ def _expiry(info: Optional[MarketInfo]) -> Optional[pd.Timestamp]:
     return pd.Timestamp(info.expiry, unit="ms", tz="UTC")
 
 
-def _top_levels(side: list, limit: int) -> list[list[float]]:
-    """The best ``limit`` levels as fresh ``[price, size]`` lists (ccxt's counted/indexed books keep a third
-    element per level and mutate their lists in place)."""
-    top = side[:limit]
-    if top and len(top[0]) == 3:
-        return [[price, size] for price, size, _ in top]
-    return [[level[0], level[1]] for level in top]
+def _copy_levels(levels: list) -> list[list[float]]:
+    """Fresh ``[price, size]`` lists of ccxt's levels (ccxt mutates its level lists in place; counted and
+    indexed books keep a third element per level)."""
+    if levels and len(levels[0]) == 3:
+        return [[price, size] for price, size, _ in levels]
+    return [[level[0], level[1]] for level in levels]
+
+
+def _notify(listeners: list[Callable[[Any], None]], item: Any) -> None:
+    """Call every listener with ``item``; one that raises is logged and the others still run."""
+    for listener in listeners:
+        try:
+            listener(item)
+        except Exception:
+            log.exception("listener %r failed on %s", listener, item.symbol)

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from common.config import ConfigError, StreamConfig, check_exchange_id
 from common.streams import StreamKeys, shard_tag
 from common.redis_client import async_client, check_url, redact
+from consumers.runner import tune_gc
 from producer.collector import CCXTProCollector
 from producer.lease import SymbolLeases
 from producer.publisher import RedisPublisher
@@ -143,11 +144,12 @@ class ProducerProcess:
 
     async def run(self) -> None:
         """Start streaming and publishing; on :meth:`stop`, unsubscribe, flush and return."""
-        self.collector.add_listener(self.publisher.publish)
+        self.collector.add_listener(self.publisher.publish_packed, packed=True)
         publisher_task = asyncio.create_task(self.publisher.run(), name="publisher")
         await self.collector.start()
         try:
             await self.sync_subscriptions()
+            tune_gc()  # start-up objects (markets, ccxt's tables) leave the collector's view; collect less often
             log.info("%s: streaming %d symbols into Redis at %s", self.config.tag, len(self.subscribed()),
                      redact(self.config.redis_url))
             tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat")]
