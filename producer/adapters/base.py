@@ -22,6 +22,7 @@ from common.config import StreamConfig
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSE_TIMEOUT = 5.0  # seconds to wait for a ccxt WebSocket client to close
+UNSUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for the exchange to confirm an unsubscribe
 
 
 class GuardedClient(Client):
@@ -92,10 +93,11 @@ class ExchangeAdapter:
         """Register and send one subscription for ``symbols`` without waiting for data (batching adapters)."""
 
     async def unsubscribe(self, exchange: Any, symbol: str) -> None:
-        """Stop the exchange sending ``symbol``'s book and forget the local copy."""
+        """Stop the exchange sending ``symbol``'s book (confirmed, bounded in time: a stalled server never
+        confirms) and forget the local copy."""
         if exchange.has.get("unWatchOrderBook"):
             try:
-                await exchange.un_watch_order_book(symbol)
+                await asyncio.wait_for(exchange.un_watch_order_book(symbol), UNSUBSCRIBE_TIMEOUT)
             except Exception as exc:  # best effort: the stream task is already gone
                 log.debug("%s: un_watch_order_book(%s) failed: %r", self.exchange_id, symbol, exc)
         self.forget_book(exchange, symbol)
@@ -112,8 +114,16 @@ class ExchangeAdapter:
             self.forget_book(exchange, symbol)
 
     def forget_book(self, exchange: Any, symbol: str) -> None:
-        """Drop ccxt's cached book so a re-watch cannot merge a new snapshot onto stale levels."""
-        exchange.orderbooks.pop(symbol, None)
+        """Drop ccxt's cached book so a re-watch cannot merge a new snapshot onto stale levels.
+
+        Calls ``exchange.forget(symbol)`` where the adapter's ccxt subclass has one (it also drops the
+        symbol's sequence chain and fresh-snapshot mark).
+        """
+        forget = getattr(exchange, "forget", None)
+        if forget is not None:
+            forget(symbol)
+        else:
+            exchange.orderbooks.pop(symbol, None)
 
     # -- reading books ---------------------------------------------------------------------------------------
 

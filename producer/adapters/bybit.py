@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import ccxt.pro
 
-from producer.adapters.base import GuardedClients
+from producer.adapters.base import UNSUBSCRIBE_TIMEOUT, GuardedClients
 from producer.adapters.batch import chunked, start_batch_watch
 from producer.adapters.live import LiveResyncAdapter
 from producer.errors import SequenceGapError
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 DEPTHS: dict[str, tuple[int, ...]] = {"option": (25, 100), "default": (1, 50, 200, 1000)}
 DEFAULT_DEPTH: dict[str, int] = {"option": 100, "default": 50}  # ccxt's, when no limit is given
 SUBSCRIBE_CHUNK = 200  # topics per subscribe frame (Bybit caps a linear/inverse request at 21,000 characters)
-UNSUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for Bybit to confirm an unsubscribe
 
 
 def book_hash(symbol: str) -> str:

@@ -89,7 +89,7 @@ class DeribitStream(GuardedClients, ccxt.pro.deribit):
             return
         elif data.get("prev_change_id") != last_change_id:
             descriptor = params["channel"].split(".", 2)[2]
-            self.start_resync(symbol)
+            self.forget(symbol)
             client.reject(
                 SequenceGapError(
                     f"deribit {symbol}: prev_change_id {data.get('prev_change_id')} does not follow "
@@ -102,7 +102,7 @@ class DeribitStream(GuardedClients, ccxt.pro.deribit):
         super().handle_order_book(client, message)
         self.orderbooks[symbol]["nonce"] = change_id
 
-    def start_resync(self, symbol: str) -> None:
+    def forget(self, symbol: str) -> None:
         """Forget ``symbol``'s book and chain; ignore its changes until the next snapshot."""
         self.orderbooks.pop(symbol, None)
         self.last_change_id.pop(symbol, None)
@@ -159,7 +159,7 @@ class DeribitAdapter(ExchangeAdapter):
 
     async def unsubscribe(self, exchange: Any, symbol: str) -> None:
         """Send ``public/unsubscribe`` (ccxt's un_watch raises NotSupported) and forget the book."""
-        exchange.start_resync(symbol)
+        exchange.forget(symbol)
         client = (exchange.clients or {}).get(exchange.urls["api"]["ws"])
         if client is None:
             return
@@ -176,9 +176,6 @@ class DeribitAdapter(ExchangeAdapter):
     async def reset_subscription(self, exchange: Any, symbol: str) -> None:
         """Unsubscribe the channel; the collector's resubscription then brings a fresh snapshot."""
         await self.unsubscribe(exchange, symbol)
-
-    def forget_book(self, exchange: Any, symbol: str) -> None:
-        exchange.start_resync(symbol)
 
 
 def _consume_outcome(task: Any) -> None:

@@ -15,7 +15,6 @@ the request OKX quotes back in the error.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from collections import Counter
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "books"  # 400 levels, snapshot + checksummed updates; the public channel ccxt uses by default
 CHECKSUM_DEPTH = 25  # levels per side in OKX's checksum
 SUBSCRIBE_CHUNK = 200  # channels per subscribe frame (~11 KB; OKX accepts frames up to 64 KB)
-UNSUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for OKX to confirm an unsubscribe
 ILLEGAL_REQUEST = "Illegal request: "
 
 
@@ -190,14 +188,6 @@ class OkxAdapter(LiveResyncAdapter):
         hashes = [book_hash(symbol) for symbol in symbols]
         await start_batch_watch(exchange.watch_order_book_for_symbols(symbols),
                                 lambda: all(h in client.subscriptions for h in hashes))
-
-    async def unsubscribe(self, exchange: Any, symbol: str) -> None:
-        """``un_watch_order_book`` (confirmed by OKX, bounded in time) and forget the book."""
-        try:
-            await asyncio.wait_for(exchange.un_watch_order_book(symbol), UNSUBSCRIBE_TIMEOUT)
-        except Exception as exc:  # best effort: the stream task is already gone
-            log.debug("okx: un_watch_order_book(%s) failed: %r", symbol, exc)
-        exchange.forget(symbol)
 
     async def reset_subscription(self, exchange: Any, symbol: str) -> None:
         """``unsubscribe`` + ``subscribe`` on the live socket: OKX answers with a fresh snapshot, while ccxt
