@@ -16,7 +16,6 @@ Target: cache p99 < 5 ms at 5k/s. The archive's latency is set by its ``max_file
 from __future__ import annotations
 
 import time
-from array import array
 from pathlib import Path
 
 import numpy as np

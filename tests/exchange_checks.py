@@ -9,30 +9,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import ccxt.pro
-import pytest
 
 from common import StreamConfig
 from emulator import EmulatorServer
 from producer import CCXTProCollector
 
+from tests.waiting import DEADLINE, wait_until  # noqa: E402,F401 - re-exported for the exchange tests
+
 LIMIT = 10
-DEADLINE = 15.0  # seconds any condition may take to become true on a loaded machine
 UPDATE_INTERVAL = 0.05
-
-
-async def wait_until(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
-    """Poll ``condition`` until truthy; fail the test with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def serve(exchange: str) -> Iterator[EmulatorServer]:

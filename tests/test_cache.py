@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Iterable
+from typing import AsyncIterator, Iterable
 
 import pytest
 import redis
@@ -28,6 +28,7 @@ from consumers.cache import AsyncLatestBooks, LatestBookCache, LatestBooks
 from consumers.runner import ConsumerRunner, Worker
 from emulator.redis_server import RedisClusterServer
 from producer.publisher import RedisPublisher
+from tests.waiting import wait_until  # noqa: F401 - also used by the archiver and monitor tests
 
 KEYS = StreamKeys()
 DEADLINE = 15.0
@@ -61,13 +62,6 @@ async def publish(redis_url: str, snapshots: Iterable[OrderbookSnapshot], market
             await RedisPublisher(client, "registry").register_markets(markets)
     finally:
         await client.aclose()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager

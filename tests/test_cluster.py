@@ -19,7 +19,8 @@ from consumers.reader import read_books
 from consumers.runner import ConsumerRunner
 from emulator.redis_server import RedisClusterServer
 from producer.shard import ProducerProcess, ShardConfig
-from tests.test_pipeline_e2e import archiver_rows, until
+from tests.test_pipeline_e2e import archiver_rows
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -52,7 +53,7 @@ async def test_two_shards_on_a_cluster(cluster, emulator, tmp_path):
     consuming = [asyncio.create_task(r.run()) for r in runners]
     books = AsyncLatestBooks(cluster.url)
     try:
-        await until(lambda: len(published) >= 6 and all(len(v) >= 5 for v in published.values()), 45,
+        await wait_until(lambda: len(published) >= 6 and all(len(v) >= 5 for v in published.values()), 45,
                     "both shards to publish")
         nodes = {tag: cluster.node_of(keys.book_stream(tag, "any")) for tag in ("deribit.btc", "deribit.eth")}
         assert nodes["deribit.btc"] != nodes["deribit.eth"], f"both shards on one master: {nodes}"
@@ -61,14 +62,14 @@ async def test_two_shards_on_a_cluster(cluster, emulator, tmp_path):
             producer.stop()
         await asyncio.wait_for(asyncio.gather(*producing), 30)
         total = sum(len(v) for v in published.values())
-        await until(lambda: archiver_rows(archive_dir) >= total, 30, f"{total} archived rows")
+        await wait_until(lambda: archiver_rows(archive_dir) >= total, 30, f"{total} archived rows")
 
         async def cache_complete() -> bool:
             cached = await books.all("deribit")
             return all(cached.get(("deribit", s)) is not None and cached[("deribit", s)].seq == seqs[-1]
                        for s, seqs in published.items())
 
-        await until(cache_complete, 20, "the cache to hold every symbol's last snapshot")
+        await wait_until(cache_complete, 20, "the cache to hold every symbol's last snapshot")
     finally:
         for producer in producers:
             producer.stop()

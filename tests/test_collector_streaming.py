@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from common import StreamConfig
 from producer import CCXTProCollector, StallError, SymbolFailedError
 
+from tests.waiting import DEADLINE, wait_until  # noqa: E402
+
 LIMIT = 10
-DEADLINE = 15.0  # seconds any condition may take to become true on a loaded machine
-
-
-async def wait_until(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
-    """Poll ``condition`` until truthy; fail the test with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def make_config(emulator, **overrides: Any) -> StreamConfig:

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from producer.publisher import RedisPublisher
-from tests.test_pipeline_e2e import until
+from tests.waiting import wait_until
 from tests.test_publisher import snapshot
 
 pytestmark = pytest.mark.timeout(150)
@@ -80,7 +80,7 @@ async def test_repeated_sigkill_loses_and_duplicates_nothing(redis_url, tmp_path
     try:
         for kill in range(KILLS):
             seen = len(raw_rows(out))
-            await until(lambda: len(raw_rows(out)) > seen + 200, 60, f"progress before kill {kill + 1}")
+            await wait_until(lambda: len(raw_rows(out)) > seen + 200, 60, f"progress before kill {kill + 1}")
             archiver.send_signal(signal.SIGKILL)
             archiver.wait(10)
             # alternate: the same consumer name (its pending entries come back to it) and a new one (reclaim)
@@ -89,7 +89,7 @@ async def test_repeated_sigkill_loses_and_duplicates_nothing(redis_url, tmp_path
         await producing
         assert await publisher.flush(30)
         total = published * len(SYMBOLS)
-        await until(lambda: len(raw_rows(out)) >= total, 60, f"all {total} rows archived")
+        await wait_until(lambda: len(raw_rows(out)) >= total, 60, f"all {total} rows archived")
     finally:
         stop_producing.set()
         archiver.send_signal(signal.SIGTERM)

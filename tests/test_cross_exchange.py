@@ -18,7 +18,7 @@ from consumers.runner import ConsumerRunner
 from emulator import EmulatorServer
 from producer import MultiExchangeCollector
 from producer.shard import ProducerProcess, ShardConfig
-from tests.test_pipeline_e2e import until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(150)
 PERPETUALS = {"deribit": "BTC-PERPETUAL", "okx": "BTC-USD-SWAP", "binanceusdm": "BTCUSDT"}
@@ -36,7 +36,7 @@ async def test_multi_exchange_collector_compares_three_exchanges(server):
         for exchange, native in PERPETUALS.items():
             await multi.add_exchange(StreamConfig(exchange_id=exchange, exchange_config=server.ccxt_config(exchange)))
             await multi.get_collector(exchange).subscribe_futures([native])
-        await until(lambda: len(multi.compare_orderbooks("BTC/USD:BTC")) == 2
+        await wait_until(lambda: len(multi.compare_orderbooks("BTC/USD:BTC")) == 2
                     and multi.get_collector("binanceusdm").get_latest_orderbook("BTC/USDT:USDT") is not None,
                     45, "books from all three exchanges")
         inverse = multi.compare_orderbooks("BTC/USD:BTC")
@@ -67,21 +67,21 @@ async def test_monitor_alerts_once_when_two_exchanges_cross_and_once_when_they_u
         return producers[list(PERPETUALS).index(exchange)].publisher.stats.published
 
     try:
-        await until(lambda: all(seen(e) >= 5 for e in PERPETUALS), 45, "all three producers publishing")
+        await wait_until(lambda: all(seen(e) >= 5 for e in PERPETUALS), 45, "all three producers publishing")
         server.pause()
         await asyncio.sleep(0.5)  # let the last frames of the walk reach the monitor
         assert await alerts() == [], "no opportunity may exist before the markets are made to cross"
         okx_mid = server.book("okx", "BTC-USD-SWAP", depth=1)["bids"][0][0]
         before = seen("okx")
         server.shift_price("okx", "BTC-USD-SWAP", okx_mid * 0.02)  # okx bids now ~200 bps above the others' asks
-        await until(lambda: seen("okx") > before, 20, "the shifted okx book to be published")
-        await until(_has(alerts, "open", "deribit"), 20, "an open alert (buy deribit, sell okx)")
+        await wait_until(lambda: seen("okx") > before, 20, "the shifted okx book to be published")
+        await wait_until(_has(alerts, "open", "deribit"), 20, "an open alert (buy deribit, sell okx)")
         for _ in range(3):  # the crossed market persists over more ticks: still exactly one open alert
             before = seen("okx")
             server.shift_price("okx", "BTC-USD-SWAP", 1.0)
-            await until(lambda: seen("okx") > before, 20, "another okx tick")
+            await wait_until(lambda: seen("okx") > before, 20, "another okx tick")
         server.shift_price("okx", "BTC-USD-SWAP", -okx_mid * 0.02 - 3.0)
-        await until(_has(alerts, "close", "deribit"), 20, "a close alert (buy deribit, sell okx)")
+        await wait_until(_has(alerts, "close", "deribit"), 20, "a close alert (buy deribit, sell okx)")
         pair = [a for a in await alerts() if a["buy_exchange"] == "deribit" and a["sell_exchange"] == "okx"]
         assert [a["event"] for a in pair] == ["open", "close"]
         assert float(pair[0]["net_bps"]) >= 50

@@ -13,7 +13,8 @@ from consumers.reader import read_books
 from consumers.runner import ConsumerRunner
 from producer.shard import ProducerProcess, ShardConfig
 from tests.redis_server import RedisServer
-from tests.test_pipeline_e2e import archiver_rows, until
+from tests.test_pipeline_e2e import archiver_rows
+from tests.waiting import wait_until
 
 OUTAGE_SECONDS = 8
 
@@ -33,20 +34,20 @@ async def test_redis_killed_and_restarted_loses_and_duplicates_nothing(emulator,
     producing = asyncio.create_task(producer.run())
     consuming = asyncio.create_task(runner.run())
     try:
-        await until(lambda: len(published) >= 4 and all(len(v) >= 5 for v in published.values()), 45, "streaming")
+        await wait_until(lambda: len(published) >= 4 and all(len(v) >= 5 for v in published.values()), 45, "streaming")
         redis_server.kill()
         before = sum(len(v) for v in published.values())
         await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself: the producer must keep streaming through it
         during = sum(len(v) for v in published.values()) - before
         assert during > 0, "the producer stopped streaming while Redis was down"
-        await until(lambda: producer.publisher.stats.spilled > 0, 10, "the spool to take the outage")
+        await wait_until(lambda: producer.publisher.stats.spilled > 0, 10, "the spool to take the outage")
         redis_server.start()
-        await until(lambda: producer.publisher.buffered == 0, 60, "the spool to drain into the restarted Redis")
+        await wait_until(lambda: producer.publisher.buffered == 0, 60, "the spool to drain into the restarted Redis")
         emulator.pause()
         producer.stop()
         await asyncio.wait_for(producing, 30)
         total = sum(len(v) for v in published.values())
-        await until(lambda: archiver_rows(archive_dir) >= total, 60, f"{total} archived rows")
+        await wait_until(lambda: archiver_rows(archive_dir) >= total, 60, f"{total} archived rows")
     finally:
         producer.stop()
         runner.stop()

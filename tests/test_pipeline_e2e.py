@@ -8,7 +8,6 @@ emulator's own book, level for level.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 
 import pytest
@@ -19,22 +18,10 @@ from consumers.cache import AsyncLatestBooks, LatestBookCache
 from consumers.reader import iter_snapshots, read_books
 from consumers.runner import ConsumerRunner
 from producer.shard import ProducerProcess, ShardConfig
+from tests.waiting import wait_until
 
 LIMIT = 10
 pytestmark = pytest.mark.timeout(120)
-
-
-async def until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def levels(book: dict | object, side: str) -> list[list[float]]:
@@ -60,7 +47,7 @@ async def test_emulator_to_archive_and_cache_exactly_once(emulator, redis_url, t
     consuming = [asyncio.create_task(r.run()) for r in runners]
     books = AsyncLatestBooks(redis_url)
     try:
-        await until(lambda: len(published) >= 6 and all(len(v) >= 10 for v in published.values()), 45,
+        await wait_until(lambda: len(published) >= 6 and all(len(v) >= 10 for v in published.values()), 45,
                     "every symbol to publish 10 snapshots")
         symbols = sorted(published)
         assert {producer.collector.get_market(s).type for s in symbols} >= {"swap", "future", "option"}
@@ -76,7 +63,7 @@ async def test_emulator_to_archive_and_cache_exactly_once(emulator, redis_url, t
                     return False
             return True
 
-        await until(collector_matches_server, 20, "the collector's books to equal the paused emulator's")
+        await wait_until(collector_matches_server, 20, "the collector's books to equal the paused emulator's")
 
         async def cache_is_latest() -> bool:
             for symbol in symbols:
@@ -85,7 +72,7 @@ async def test_emulator_to_archive_and_cache_exactly_once(emulator, redis_url, t
                     return False
             return True
 
-        await until(cache_is_latest, 20, "the cache to hold every symbol's last published snapshot")
+        await wait_until(cache_is_latest, 20, "the cache to hold every symbol's last published snapshot")
         for symbol in symbols:
             cached = await books.get("deribit", symbol)
             server = emulator.book("deribit", native[symbol], depth=LIMIT)
@@ -94,7 +81,7 @@ async def test_emulator_to_archive_and_cache_exactly_once(emulator, redis_url, t
         producer.stop()
         await asyncio.wait_for(producing, 30)
         total = sum(len(v) for v in published.values())
-        await until(lambda: archiver_rows(archive_dir) >= total, 30, f"{total} rows in the archive")
+        await wait_until(lambda: archiver_rows(archive_dir) >= total, 30, f"{total} rows in the archive")
     finally:
         producer.stop()
         for runner in runners:

@@ -32,14 +32,6 @@ async def stream_seqs(client: aioredis.Redis, tag: str) -> dict[str, list[int]]:
     return out
 
 
-async def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_publishes_batches_and_registers_streams(redis_url):
     client = aioredis.from_url(redis_url)
     publisher = RedisPublisher(client, "deribit.btc", batch_size=100)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import msgpack
@@ -25,7 +24,7 @@ from consumers.runner import ConsumerRunner
 from emulator import EmulatorServer
 from producer.publisher import RedisPublisher
 from tests.redis_server import RedisServer
-from tests.test_pipeline_e2e import until
+from tests.waiting import wait_until, wait_until_sync
 
 PASSWORD = "s3cret-redis-Pw-91"
 USER_PASSWORD = "acl-user-Pw-77"
@@ -39,14 +38,6 @@ def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
                             text=True, env={**os.environ, **(env or {})})
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.mark.timeout(120)
 def test_password_and_acl_user_and_no_secret_in_any_output(tmp_path):
     server = RedisServer(tmp_path / "redis", password=PASSWORD).start()
@@ -58,8 +49,8 @@ def test_password_and_acl_user_and_no_secret_in_any_output(tmp_path):
     producer = cli("produce", "--demo", "--exchange", "deribit", "--futures", "BTC", "-vv", "--redis-url", url, env=env)
     archiver = cli("archive", "--out", str(tmp_path / "archive"), "--max-file-age", "0.5", "-v", env={"REDIS_URL": acl_url})
     try:
-        wait_until(lambda: admin.scard(KEYS.shard_streams("deribit.btc")) >= 4, 60, "the producer's streams")
-        wait_until(lambda: list((tmp_path / "archive").rglob("*.parquet")), 60, "archived files (ACL user)")
+        wait_until_sync(lambda: admin.scard(KEYS.shard_streams("deribit.btc")) >= 4, 60, "the producer's streams")
+        wait_until_sync(lambda: list((tmp_path / "archive").rglob("*.parquet")), 60, "archived files (ACL user)")
         status = subprocess.run([sys.executable, "-m", "cli", "status", "--json", "--redis-url", acl_url],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stderr
@@ -106,7 +97,7 @@ async def test_tls_pipeline(tmp_path):
     url = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={tls['ca.pem']}"
     client = async_client(url)
     try:
-        await until(_pings(client), 10, "the TLS redis-server")
+        await wait_until(_pings(client), 10, "the TLS redis-server")
         publisher = RedisPublisher(client, "deribit.btc")
         writer = asyncio.create_task(publisher.run())
         for seq in range(1, 51):
@@ -118,7 +109,7 @@ async def test_tls_pipeline(tmp_path):
         archiver = ParquetArchiver(tmp_path / "archive", max_file_age=0.2)
         runner = ConsumerRunner(async_client(url), archiver, block_ms=100, flush_interval=0.1)
         task = asyncio.create_task(runner.run())
-        await until(lambda: runner.stats.acked >= 50, 20, "50 entries archived over TLS")
+        await wait_until(lambda: runner.stats.acked >= 50, 20, "50 entries archived over TLS")
         runner.stop()
         await task
         plain = subprocess.run([sys.executable, "-m", "cli", "status", "--redis-url",
@@ -152,7 +143,7 @@ async def test_hostile_names_cannot_escape_the_archive(redis_url, tmp_path):
         await client.xadd(stream, {"d": payload})
     runner = ConsumerRunner(client, ParquetArchiver(out, max_file_age=0.1), block_ms=50, flush_interval=0.1)
     task = asyncio.create_task(runner.run())
-    await until(lambda: runner.stats.acked + runner.stats.dead_letters >= 4, 20, "all four entries handled")
+    await wait_until(lambda: runner.stats.acked + runner.stats.dead_letters >= 4, 20, "all four entries handled")
     runner.stop()
     await task
     inside = out.resolve()

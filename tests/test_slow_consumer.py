@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from common.streams import StreamKeys
 from consumers.runner import ConsumerRunner, StreamEntry, Worker
 from producer.publisher import RedisPublisher
-from tests.test_pipeline_e2e import until
+from tests.waiting import wait_until
 from tests.test_publisher import snapshot
 
 KEYS = StreamKeys()
@@ -43,7 +43,7 @@ async def test_trimmed_entries_are_detected_counted_and_marked(redis_url):
     runner = ConsumerRunner(aioredis.from_url(redis_url), worker, batch_size=5, block_ms=50, discover_interval=0.1,
                             trim_check_interval=0.2)
     consuming = asyncio.create_task(runner.run())
-    await until(lambda: runner.stats.streams == 2, 10, "the runner to attach")
+    await wait_until(lambda: runner.stats.streams == 2, 10, "the runner to attach")
     published = 3000
     for seq in range(2, published + 1):
         for symbol in SYMBOLS:
@@ -56,8 +56,8 @@ async def test_trimmed_entries_are_detected_counted_and_marked(redis_url):
     await writer
     assert publisher.stats.dropped == 0
     worker.slow = False
-    await until(lambda: all(seqs and seqs[-1] == published for seqs in worker.seen.values()), 30, "the consumer to catch up")
-    await until(lambda: runner.stats.trimmed == 2 * published - sum(len(v) for v in worker.seen.values()), 20,
+    await wait_until(lambda: all(seqs and seqs[-1] == published for seqs in worker.seen.values()), 30, "the consumer to catch up")
+    await wait_until(lambda: runner.stats.trimmed == 2 * published - sum(len(v) for v in worker.seen.values()), 20,
                 "every trimmed entry to be reported")
     runner.stop()
     await consuming
