@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import ccxt.pro
+import pytest
 
 from common import StreamConfig
 from emulator import EmulatorServer
@@ -23,12 +24,47 @@ LIMIT = 10
 UPDATE_INTERVAL = 0.05
 
 
-def serve(exchange: str) -> Iterator[EmulatorServer]:
-    """Body of a fixture: a started emulator of ``exchange`` whose books step every 50 ms."""
-    server = EmulatorServer(exchanges=[exchange], seed=42, port=0, update_interval=UPDATE_INTERVAL)
-    server.start()
-    yield server
-    server.stop()
+# -- fixtures shared by the per-exchange test modules ----------------------------------------------------------
+# A module sets EXCHANGE (and EMULATOR_OPTIONS if its emulator needs some), defines
+# ``async def subscribe_books(collector) -> int`` (subscribes, returns how many books to expect) and imports
+# ``server, errors, collector`` from here; ``raw_client_fixture("okx")`` names its plain-ccxt client fixture.
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
+    """A started emulator of the module's EXCHANGE whose books step every 50 ms."""
+    exchange = request.module.EXCHANGE
+    options = getattr(request.module, "EMULATOR_OPTIONS", None)
+    with EmulatorServer(exchanges=[exchange], seed=42, port=0, update_interval=UPDATE_INTERVAL,
+                        exchange_options={exchange: options} if options else None) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def errors() -> list:
+    """Every ``(symbol, error)`` the collector reports."""
+    return []
+
+
+@pytest.fixture
+async def collector(server: EmulatorServer, errors: list, request: pytest.FixtureRequest) -> AsyncIterator[CCXTProCollector]:
+    """A started collector streaming the module's ``subscribe_books`` selection, all first books in."""
+    collector = await start_collector(server, request.module.EXCHANGE, errors)
+    expected = await request.module.subscribe_books(collector)
+    await wait_until(lambda: len(collector.orderbooks) == expected, what=f"{expected} books")
+    yield collector
+    await collector.stop()
+
+
+def raw_client_fixture(name: str) -> Any:
+    """A fixture named ``name``: an unmodified ccxt.pro client of the module's EXCHANGE, markets loaded."""
+
+    async def raw(server: EmulatorServer, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+        client = await raw_exchange(server, request.module.EXCHANGE)
+        yield client
+        await client.close()
+
+    return pytest.fixture(name=name)(raw)
 
 
 def make_config(server: EmulatorServer, exchange: str, **overrides: Any) -> StreamConfig:

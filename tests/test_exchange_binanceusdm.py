@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import ccxt
@@ -15,40 +15,21 @@ import pytest
 
 from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
-from tests.exchange_checks import (
-    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, native_id, raw_exchange,
-    recover_after_disconnect, resync_after, run_emulate_cli, serve, start_collector, wait_until,
+from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
+    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
 )
 
 EXCHANGE = "binanceusdm"
 QUARTERLY = "BTC/USDT:USDT-261225"  # BTCUSDT_261225, the December 2026 quarterly
 
 
-@pytest.fixture
-def server() -> Iterator[EmulatorServer]:
-    yield from serve(EXCHANGE)
+binance = raw_client_fixture("binance")
 
 
-@pytest.fixture
-async def binance(server: EmulatorServer) -> AsyncIterator[Any]:
-    client = await raw_exchange(server, EXCHANGE)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def errors() -> list:
-    return []
-
-
-@pytest.fixture
-async def collector(server: EmulatorServer, errors: list) -> AsyncIterator[CCXTProCollector]:
-    """A started collector streaming two perpetuals (one by native id), both BTC quarterlies and an alt."""
-    collector = await start_collector(server, EXCHANGE, errors)
+async def subscribe_books(collector: CCXTProCollector) -> int:
+    """Two perpetuals (one by native id), both BTC quarterlies and an alt."""
     await collector.subscribe_futures(["BTC/USDT:USDT", "ETHUSDT", QUARTERLY, "BTCUSDT_270326", "SOL/USDT:USDT"])
-    await wait_until(lambda: len(collector.orderbooks) == 5, what="five books")
-    yield collector
-    await collector.stop()
+    return 5
 
 
 # -- the emulator through plain ccxt ----------------------------------------------------------------------------

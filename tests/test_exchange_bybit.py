@@ -4,7 +4,7 @@ same ccxt: exact books per category and depth, recovery from disconnects, update
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -12,42 +12,22 @@ import pytest
 
 from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
-from tests.exchange_checks import (
-    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, levels, raw_exchange,
-    recover_after_disconnect, refused_subscribe_recovers, resync_after, run_emulate_cli, serve, start_collector, subscribe_everything,
-    wait_until,
+from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
+    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, levels, raw_client_fixture, recover_after_disconnect, refused_subscribe_recovers, resync_after, run_emulate_cli, server, start_collector, subscribe_everything, wait_until,
 )
 
 EXCHANGE = "bybit"
 OPTION = "BTC/USDC:USDC-261225-60000-C"  # native id BTC-25DEC26-60000-C
 
 
-@pytest.fixture
-def server() -> Iterator[EmulatorServer]:
-    yield from serve(EXCHANGE)
+bybit = raw_client_fixture("bybit")
 
 
-@pytest.fixture
-async def bybit(server: EmulatorServer) -> AsyncIterator[Any]:
-    client = await raw_exchange(server, EXCHANGE)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def errors() -> list:
-    return []
-
-
-@pytest.fixture
-async def collector(server: EmulatorServer, errors: list) -> AsyncIterator[CCXTProCollector]:
-    """A started collector streaming linear and inverse perpetuals and futures and two options (three sockets)."""
-    collector = await start_collector(server, EXCHANGE, errors)
+async def subscribe_books(collector: CCXTProCollector) -> int:
+    """Linear and inverse perpetuals and futures and two options (three sockets)."""
     await collector.subscribe_futures(["BTCUSDT", "BTC/USD:BTC", "BTC/USDT:USDT-261225", "BTCUSDZ26"])
     await collector.subscribe_options([OPTION, "BTC-25DEC26-60000-P"])
-    await wait_until(lambda: len(collector.orderbooks) == 6, what="six books")
-    yield collector
-    await collector.stop()
+    return 6
 
 
 # -- the emulator through plain ccxt ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import ccxt
@@ -17,9 +17,8 @@ from aiohttp import WSMsgType
 
 from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
-from tests.exchange_checks import (
-    DEADLINE, UPDATE_INTERVAL, assert_books_equal_server, assert_raw_books_equal_server, native_id, raw_exchange,
-    recover_after_disconnect, resync_after, run_emulate_cli, start_collector, wait_until,
+from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
+    DEADLINE, UPDATE_INTERVAL, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
 )
 from tests.test_exchange_binanceusdm import (
     malformed_frame_is_dropped, recover_after_stall, refused_subscribe_recovers,
@@ -28,36 +27,17 @@ from tests.test_exchange_binanceusdm import (
 EXCHANGE = "htx"
 QUARTERLY = "BTC/USDT:USDT-261225"  # BTC-USDT-261225, contract_type quarter
 PING_INTERVAL = 0.5  # seconds; HTX's is 5 s, short here so every test runs through several pings
+EMULATOR_OPTIONS = {"ping_interval": PING_INTERVAL}
 
 
-@pytest.fixture
-def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(exchanges=[EXCHANGE], seed=42, port=0, update_interval=UPDATE_INTERVAL,
-                        exchange_options={EXCHANGE: {"ping_interval": PING_INTERVAL}}) as server:
-        yield server
+htx = raw_client_fixture("htx")
 
 
-@pytest.fixture
-async def htx(server: EmulatorServer) -> AsyncIterator[Any]:
-    client = await raw_exchange(server, EXCHANGE)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def errors() -> list:
-    return []
-
-
-@pytest.fixture
-async def collector(server: EmulatorServer, errors: list) -> AsyncIterator[CCXTProCollector]:
-    """A started collector streaming both perpetuals (one by native id), the quarterly, a weekly and an alt."""
-    collector = await start_collector(server, EXCHANGE, errors)
+async def subscribe_books(collector: CCXTProCollector) -> int:
+    """Both perpetuals (one by native id), the quarterly, a weekly and an alt."""
     weekly = next(s for s in collector.get_available_futures("ETH") if s != "ETH/USDT:USDT")
     await collector.subscribe_futures(["BTC/USDT:USDT", "ETH-USDT", QUARTERLY, weekly, "SOL/USDT:USDT"])
-    await wait_until(lambda: len(collector.orderbooks) == 5, what="five books")
-    yield collector
-    await collector.stop()
+    return 5
 
 
 def unzip(message: aiohttp.WSMessage) -> dict:

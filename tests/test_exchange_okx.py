@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -15,42 +15,22 @@ from emulator import EmulatorServer
 from emulator.okx import book_checksum
 from producer import CCXTProCollector, SequenceGapError, StallError
 from producer.adapters.okx import ChecksumMismatchError, okx_checksum
-from tests.exchange_checks import (
-    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, native_id, raw_exchange,
-    levels, recover_after_disconnect, refused_subscribe_recovers, resync_after, run_emulate_cli, serve, start_collector, subscribe_everything,
-    wait_until,
+from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
+    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, levels, native_id, raw_client_fixture, recover_after_disconnect, refused_subscribe_recovers, resync_after, run_emulate_cli, server, start_collector, subscribe_everything, wait_until,
 )
 
 EXCHANGE = "okx"
 OPTION = "BTC/USD:BTC-261225-60000-C"  # the same unified symbol as on Deribit
 
 
-@pytest.fixture
-def server() -> Iterator[EmulatorServer]:
-    yield from serve(EXCHANGE)
+okx = raw_client_fixture("okx")
 
 
-@pytest.fixture
-async def okx(server: EmulatorServer) -> AsyncIterator[Any]:
-    client = await raw_exchange(server, EXCHANGE)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def errors() -> list:
-    return []
-
-
-@pytest.fixture
-async def collector(server: EmulatorServer, errors: list) -> AsyncIterator[CCXTProCollector]:
-    """A started collector streaming an inverse and a linear perpetual, a dated future and two options."""
-    collector = await start_collector(server, EXCHANGE, errors)
+async def subscribe_books(collector: CCXTProCollector) -> int:
+    """An inverse and a linear perpetual, a dated future and two options."""
     await collector.subscribe_futures(["BTC-USD-SWAP", "BTC/USDT:USDT", "BTC/USD:BTC-261225"])
     await collector.subscribe_options([OPTION, "BTC-USD-261225-60000-P"])
-    await wait_until(lambda: len(collector.orderbooks) == 5, what="five books")
-    yield collector
-    await collector.stop()
+    return 5
 
 
 # -- the emulator through plain ccxt ----------------------------------------------------------------------------
