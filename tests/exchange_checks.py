@@ -226,3 +226,44 @@ def run_emulate_cli(exchange: str) -> None:
     finally:
         process.terminate()
         process.wait(DEADLINE)
+
+
+async def recover_after_stall(server: EmulatorServer, exchange: str, symbols: list[str]) -> None:
+    """The server goes silent for several stall timeouts (no data, replies or heartbeats, nothing closed): the
+    watchdog reconnects every symbol and the books end equal to the server's."""
+    errors: list = []
+    collector = await start_collector(server, exchange, errors, stall_timeout=0.5)
+    try:
+        await collector.subscribe_futures(symbols)
+        await wait_until(lambda: len(collector.orderbooks) == len(symbols), what="first books")
+        server.stall(exchange)
+        await wait_until(lambda: all(s["reconnects"] >= 1 for s in collector.get_status().values()),
+                         what="the watchdog to reconnect every symbol")
+        seqs = {symbol: collector.get_latest_orderbook(symbol).seq for symbol in symbols}
+        server.stall(exchange, False)
+        for symbol, seq in seqs.items():
+            await wait_until(lambda: any(s.resync and s.seq > seq for s in collector.get_snapshot_history(symbol)),
+                             what=f"{symbol} resync snapshot")
+        await assert_books_equal_server(collector, server)
+        assert {type(error).__name__ for _, error in errors} >= {"StallError"}
+    finally:
+        await collector.stop()
+
+
+async def refused_subscribe_recovers(collector: CCXTProCollector, server: EmulatorServer, errors: list,
+                                     native: str, error: type) -> None:
+    """Two refused subscribes of a new symbol: only that symbol reports ``error`` (twice), then it streams."""
+    server.fail_subscribe(collector.exchange_id, count=2)
+    [symbol] = await collector.subscribe_futures([native])
+    await wait_until(lambda: collector.get_latest_orderbook(symbol) is not None, what=f"{symbol} book")
+    assert [s for s, _ in errors] == [symbol] * 2 and all(isinstance(e, error) for _, e in errors)
+    assert all(collector.get_status()[s]["errors"] == 0 for s in collector.subscribed_symbols() if s != symbol)
+    await assert_books_equal_server(collector, server)
+
+
+async def malformed_frame_is_dropped(collector: CCXTProCollector, server: EmulatorServer, symbol: str) -> None:
+    """A garbage frame on every connection is dropped; ``symbol`` streams on without reconnecting."""
+    before = collector.get_latest_orderbook(symbol).seq
+    server.send_malformed(collector.exchange_id)
+    await wait_until(lambda: collector.get_latest_orderbook(symbol).seq > before + 5, what="updates")
+    assert collector.get_status()[symbol]["reconnects"] == 0

@@ -16,7 +16,7 @@ import pytest
 from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
 from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
-    DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
+    malformed_frame_is_dropped, recover_after_stall, refused_subscribe_recovers, DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
 )
 
 EXCHANGE = "binanceusdm"
@@ -130,25 +130,6 @@ async def test_sequence_gap_resyncs_the_symbol(collector: CCXTProCollector, serv
     await resync_after(collector, server, errors, QUARTERLY, SequenceGapError)
 
 
-async def refused_subscribe_recovers(collector: CCXTProCollector, server: EmulatorServer, errors: list,
-                                     native: str, error: type) -> None:
-    """Two refused subscribes of a new symbol: only that symbol reports ``error`` (twice), then it streams."""
-    server.fail_subscribe(collector.exchange_id, count=2)
-    [symbol] = await collector.subscribe_futures([native])
-    await wait_until(lambda: collector.get_latest_orderbook(symbol) is not None, what=f"{symbol} book")
-    assert [s for s, _ in errors] == [symbol] * 2 and all(isinstance(e, error) for _, e in errors)
-    assert all(collector.get_status()[s]["errors"] == 0 for s in collector.subscribed_symbols() if s != symbol)
-    await assert_books_equal_server(collector, server)
-
-
-async def malformed_frame_is_dropped(collector: CCXTProCollector, server: EmulatorServer, symbol: str) -> None:
-    """A garbage frame on every connection is dropped; ``symbol`` streams on without reconnecting."""
-    before = collector.get_latest_orderbook(symbol).seq
-    server.send_malformed(collector.exchange_id)
-    await wait_until(lambda: collector.get_latest_orderbook(symbol).seq > before + 5, what="updates")
-    assert collector.get_status()[symbol]["reconnects"] == 0
-
-
 async def test_refused_subscribe_fails_only_its_symbol_and_recovers(collector: CCXTProCollector,
                                                                     server: EmulatorServer, errors: list) -> None:
     await refused_subscribe_recovers(collector, server, errors, "XRPUSDT", ccxt.ExchangeError)
@@ -158,28 +139,6 @@ async def test_refused_subscribe_fails_only_its_symbol_and_recovers(collector: C
 async def test_malformed_frame_is_dropped_and_streaming_goes_on(collector: CCXTProCollector,
                                                                 server: EmulatorServer) -> None:
     await malformed_frame_is_dropped(collector, server, "BTC/USDT:USDT")
-
-
-async def recover_after_stall(server: EmulatorServer, exchange: str, symbols: list[str]) -> None:
-    """The server goes silent for several stall timeouts (no data, replies or heartbeats, nothing closed): the
-    watchdog reconnects every symbol and the books end equal to the server's."""
-    errors: list = []
-    collector = await start_collector(server, exchange, errors, stall_timeout=0.5)
-    try:
-        await collector.subscribe_futures(symbols)
-        await wait_until(lambda: len(collector.orderbooks) == len(symbols), what="first books")
-        server.stall(exchange)
-        await wait_until(lambda: all(s["reconnects"] >= 1 for s in collector.get_status().values()),
-                         what="the watchdog to reconnect every symbol")
-        seqs = {symbol: collector.get_latest_orderbook(symbol).seq for symbol in symbols}
-        server.stall(exchange, False)
-        for symbol, seq in seqs.items():
-            await wait_until(lambda: any(s.resync and s.seq > seq for s in collector.get_snapshot_history(symbol)),
-                             what=f"{symbol} resync snapshot")
-        await assert_books_equal_server(collector, server)
-        assert {type(error).__name__ for _, error in errors} >= {"StallError"}
-    finally:
-        await collector.stop()
 
 
 async def test_collector_recovers_after_a_stall(server: EmulatorServer) -> None:

@@ -18,10 +18,7 @@ from aiohttp import WSMsgType
 from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
 from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
-    DEADLINE, UPDATE_INTERVAL, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
-)
-from tests.test_exchange_binanceusdm import (
-    malformed_frame_is_dropped, recover_after_stall, refused_subscribe_recovers,
+    malformed_frame_is_dropped, recover_after_stall, refused_subscribe_recovers, DEADLINE, UPDATE_INTERVAL, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
 )
 
 EXCHANGE = "htx"
