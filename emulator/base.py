@@ -117,6 +117,7 @@ class ExchangeEmulator(ABC):
         self.burst = burst
         self.stats = Stats()
         self.faults = Faults()
+        self.unlisted: set[str] = set()  # instruments hidden from the exchange's instrument listing
         self.connections: dict[int, Connection] = {}
         self.subscribers: dict[str, dict[Connection, set[str]]] = {}  # instrument -> connection -> channels
         self.books: dict[str, RandomWalkBook] = {}
@@ -304,6 +305,11 @@ class ExchangeEmulator(ABC):
             self.faults.fail_subscribe -= 1
             return True
         return False
+
+    def set_listed(self, instrument: str, listed: bool) -> None:
+        """List or delist ``instrument`` (its book keeps existing): what the next market reload sees."""
+        self.get_book(instrument)  # unknown instrument -> EmulatorError
+        (self.unlisted.discard if listed else self.unlisted.add)(instrument)
 
     def skip_sequence(self, instrument: str) -> None:
         self.get_book(instrument)

@@ -249,6 +249,7 @@ class DeribitEmulator(ExchangeEmulator):
         return [
             record for record in self.info.values()
             if currency in ("ANY", record["base_currency"]) and kind in (None, record["kind"])
+            and record["instrument_name"] not in self.unlisted
         ]
 
     async def _get_order_book(self, conn: Connection | None, params: dict) -> dict:

@@ -192,6 +192,10 @@ class EmulatorServer:
         """TCP abort (no close frame) on every connection; returns how many."""
         return self.call(self.emulator(exchange).abort_connections)
 
+    def set_listed(self, exchange: str, instrument: str, listed: bool) -> None:
+        """List or delist an instrument: a new listing or an expiry, as the next market reload sees it."""
+        self.call(self.emulator(exchange).set_listed, instrument, listed)
+
     def skip_sequence(self, exchange: str, instrument: str) -> None:
         """The instrument's next change is applied to the server's book but never sent (a sequence gap)."""
         self.call(self.emulator(exchange).skip_sequence, instrument)

@@ -158,7 +158,10 @@ class ProducerProcess:
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=10)
+            if stuck:  # shutdown must not hang on a background task (e.g. a refresh caught mid-subscribe)
+                log.warning("%s: %d background task(s) did not stop within 10 s: %s", self.config.tag, len(stuck),
+                            ", ".join(t.get_name() for t in stuck))
         finally:
             await self.collector.stop()
             self.publisher.close()
