@@ -19,6 +19,9 @@ Files: one buffer per (exchange, date); it becomes a file when it holds ``rows_p
 ``max_file_age`` seconds old, and at shutdown. So the file count is bounded by time and volume, never by
 messages or symbols.
 
+Buffers that reach ``rows_per_file`` are written in the background (one write at a time) while the next
+batches are buffered; their entries are returned as durable by a later ``handle``/``flush``/``drain`` call.
+
 Exactly once in the dataset. A file is written as ``.tmp-...`` and fsync'd; then its commit marker (the
 Redis entry ids it holds, per stream) is written and fsync'd; then the file is renamed into place and the
 directory fsync'd. Only then are its entries returned as durable (the runner XACKs them); the marker is
@@ -108,42 +111,33 @@ def _levels(sides: list[bytes], depth: int) -> np.ndarray:
 
 @dataclass(slots=True)
 class _Block:
-    """Rows of one partition from one batch, column-wise (levels as a (4 * depth, rows) float64 matrix)."""
+    """Rows of one partition from one batch: as an Arrow record batch of the file schema, and the entries."""
 
-    symbol: list[str]
-    market_type: list[str]
-    ts_ms: np.ndarray
-    receive_ts_ns: np.ndarray
-    exchange_seq: np.ndarray
-    has_exchange_seq: np.ndarray
-    seq: np.ndarray
-    resync: np.ndarray
+    batch: pa.RecordBatch
     entries: list[StreamEntry]  # released (stream + id only): what acking and markers need
-    levels: np.ndarray
 
     @classmethod
-    def build(cls, entries: list[StreamEntry], columns: SnapshotColumns, rows: list[int], depth: int) -> "_Block":
+    def build(cls, entries: list[StreamEntry], columns: SnapshotColumns, rows: list[int], schema: pa.Schema,
+              depth: int) -> "_Block":
         """Convert the given rows of ``entries`` (decoded: ``columns``); raises ValueError/OverflowError on a value
         the schema cannot hold."""
         if len(rows) < len(entries):
             entries, columns = [entries[row] for row in rows], columns.take(rows)
         n = len(columns)
-        xseq = columns.xseq
-        missing_xseq = None in xseq
-        bids = _levels(columns.bids, depth)
-        asks = _levels(columns.asks, depth)
-        return cls(
-            symbol=columns.symbol,
-            market_type=columns.market_type,
-            ts_ms=np.array(columns.ts, dtype=np.int64),
-            receive_ts_ns=np.array(columns.recv_ns, dtype=np.int64),
-            exchange_seq=np.array([x or 0 for x in xseq] if missing_xseq else xseq, dtype=np.int64),
-            has_exchange_seq=np.array([x is not None for x in xseq]) if missing_xseq else np.ones(n, dtype=bool),
-            seq=np.array(columns.seq, dtype=np.int64),
-            resync=np.array(columns.resync, dtype=bool),
-            entries=entries,
-            levels=np.concatenate([bids.reshape(2 * depth, n), asks.reshape(2 * depth, n)]),
-        )
+        levels = np.concatenate([_levels(columns.bids, depth).reshape(2 * depth, n),
+                                 _levels(columns.asks, depth).reshape(2 * depth, n)])
+        arrays = [
+            pa.array(columns.symbol, pa.string()),
+            pa.array(columns.market_type, pa.string()),
+            pa.array(columns.ts, pa.timestamp("ms", tz="UTC")),
+            pa.array(columns.recv_ns, pa.int64()),
+            pa.array(columns.xseq, pa.int64()),
+            pa.array(columns.seq, pa.int64()),
+            pa.array(columns.resync, pa.bool_()),
+            pa.array([entry.id for entry in entries], pa.string()),
+            *(pa.array(row, pa.float64(), from_pandas=True) for row in levels),  # NaN (absent level) -> null
+        ]
+        return cls(pa.RecordBatch.from_arrays(arrays, schema=schema), entries)
 
 
 @dataclass
@@ -227,6 +221,8 @@ class ParquetArchiver(Worker):
         self._safe_exchanges: set[str] = set()
         self._counter = 0
         self._unacked: list[tuple[Path, list[StreamEntry]]] = []  # own files' markers and entries, not yet XACKed
+        self._writing: Optional[asyncio.Future] = None  # the background write of full buffers (its durable entries)
+        self._in_flight: list[_Partition] = []  # buffers being written
         self._markers_seen: dict[str, _Marker] = {}  # marker file name -> marker (read on redelivery)
         self._last_sweep = 0.0
         self._progress = (time.monotonic(), 0)
@@ -253,7 +249,7 @@ class ParquetArchiver(Worker):
             durable.extend(already)
         columns = decode_entries(entries)
         grouped = self._group(columns)
-        blocks = [(key, _Block.build(entries, columns, rows, self.depth)) for key, rows in grouped.items()]  # may raise
+        blocks = [(key, _Block.build(entries, columns, rows, self.schema, self.depth)) for key, rows in grouped.items()]  # may raise
         for entry in entries:  # buffered until acked: only stream and id are needed from here on
             entry.release()
         for key, block in blocks:
@@ -262,21 +258,26 @@ class ParquetArchiver(Worker):
                 partition = self._partitions[key] = _Partition(key[0], self._date(key[1]))
             partition.blocks.append(block)
             partition.rows += len(block.entries)
+        durable.extend(await self._written(wait=False))
         full = [key for key, partition in self._partitions.items() if partition.rows >= self.rows_per_file]
-        durable.extend(await self._rotate(full))
+        if full:  # written in the background while the next batches come in; one write at a time
+            durable.extend(await self._written(wait=True))
+            self._writing = asyncio.ensure_future(self._write(self._seal(full)))
         return durable
 
     async def flush(self) -> list[StreamEntry]:
         now = time.monotonic()
+        durable = await self._written(wait=True)
         aged = [key for key, p in self._partitions.items() if now - p.opened >= self.max_file_age]
-        durable = await self._rotate(aged)
+        durable.extend(await self._write(self._seal(aged)))
         if now - self._last_sweep >= self.marker_sweep_interval:
             await self._sweep_markers()
         self._log_progress(now)
         return durable
 
     async def drain(self) -> list[StreamEntry]:
-        return await self._rotate(list(self._partitions))
+        durable = await self._written(wait=True)
+        return durable + await self._write(self._seal(list(self._partitions)))
 
     def acked(self, entries: list[StreamEntry]) -> None:
         """The XACK of our files' entries succeeded: their markers are no longer needed."""
@@ -324,28 +325,53 @@ class ParquetArchiver(Worker):
         return date
 
     # ----------------------------------------------------------------------------------- writing
-    async def _rotate(self, keys: list[tuple[str, int]]) -> list[StreamEntry]:
-        """Write the given partitions' buffers to files; return the entries now durable.
+    def _seal(self, keys: list[tuple[str, int]]) -> list[tuple[tuple[str, int], _Partition]]:
+        """Take the given partitions' buffers out for writing (new rows of their keys start new buffers)."""
+        sealed = [(key, self._partitions.pop(key)) for key in keys]
+        self._in_flight.extend(partition for _, partition in sealed)
+        return sealed
 
-        A failed write keeps the buffer (retried at the next flush) and is never raised: the runner would
+    async def _write(self, sealed: list[tuple[tuple[str, int], _Partition]]) -> list[StreamEntry]:
+        """Write sealed buffers to files (in a worker thread); return the entries now durable.
+
+        A failed write puts the buffer back (retried at the next flush) and is never raised: the runner would
         otherwise retry the batch entry by entry and buffer its rows twice.
         """
         durable: list[StreamEntry] = []
-        for key in keys:
-            partition = self._partitions[key]
+        for key, partition in sealed:
             try:
                 marker, entries = await asyncio.to_thread(self._write_file, partition)
             except Exception as exc:  # disk full, permissions, ...: keep the rows, try again later
                 self.stats.write_errors += 1
                 self.stats.last_error = f"writing {partition.exchange} {partition.date}: {exc!r}"
                 log.error("%s (kept %d rows buffered, will retry)", self.stats.last_error, partition.rows)
-                continue
-            del self._partitions[key]
-            self._unacked.append((marker, entries))
-            durable.extend(entries)
-        self.stats.partitions_buffered = len(self._partitions)
-        self.stats.rows_buffered = sum(p.rows for p in self._partitions.values())
+                self._unseal(key, partition)
+            else:
+                self._unacked.append((marker, entries))
+                durable.extend(entries)
+            finally:
+                self._in_flight = [p for p in self._in_flight if p is not partition]
+        buffers = [*self._partitions.values(), *self._in_flight]
+        self.stats.partitions_buffered = len(buffers)
+        self.stats.rows_buffered = sum(p.rows for p in buffers)
         return durable
+
+    def _unseal(self, key: tuple[str, int], partition: _Partition) -> None:
+        """Put a buffer whose write failed back, ahead of rows of its key buffered since."""
+        current = self._partitions.get(key)
+        if current is None:
+            self._partitions[key] = partition
+        else:
+            current.blocks[:0] = partition.blocks
+            current.rows += partition.rows
+            current.opened = min(current.opened, partition.opened)
+
+    async def _written(self, *, wait: bool) -> list[StreamEntry]:
+        """The entries the background write made durable, once it is done (``wait``: wait for it)."""
+        if self._writing is None or not (wait or self._writing.done()):
+            return []
+        writing, self._writing = self._writing, None
+        return await writing
 
     def _write_file(self, partition: _Partition) -> tuple[Path, list[StreamEntry]]:
         """tmp file + fsync -> marker + fsync -> rename + directory fsync (runs in a worker thread)."""
@@ -388,22 +414,7 @@ class ParquetArchiver(Worker):
                 return name
 
     def _table(self, blocks: list[_Block]) -> pa.Table:
-        def joined(attr: str) -> np.ndarray:
-            return np.concatenate([getattr(block, attr) for block in blocks])
-
-        levels = np.concatenate([block.levels for block in blocks], axis=1)
-        columns = [
-            pa.array([s for block in blocks for s in block.symbol], pa.string()),
-            pa.array([t for block in blocks for t in block.market_type], pa.string()),
-            pa.array(joined("ts_ms"), pa.timestamp("ms", tz="UTC")),
-            pa.array(joined("receive_ts_ns"), pa.int64()),
-            pa.array(joined("exchange_seq"), pa.int64(), mask=~joined("has_exchange_seq")),
-            pa.array(joined("seq"), pa.int64()),
-            pa.array(joined("resync"), pa.bool_()),
-            pa.array([e.id for block in blocks for e in block.entries], pa.string()),
-            *(pa.array(row, pa.float64(), from_pandas=True) for row in levels),
-        ]
-        return pa.Table.from_arrays(columns, schema=self.schema)
+        return pa.Table.from_batches([block.batch for block in blocks], schema=self.schema)
 
     # ----------------------------------------------------------------------------------- markers
     def _write_marker(self, path: Path, file: str, entries: list[StreamEntry]) -> None:
@@ -444,7 +455,7 @@ class ParquetArchiver(Worker):
         """(entries to write, entries already durable). Redelivered entries still in a buffer are dropped:
         the buffer acks them when it is written."""
         committed = [m for m in self._read_markers() if (self.out / m.file).exists()]
-        buffered = {(e.stream, e.id) for p in self._partitions.values() for e in p.entries}
+        buffered = {(e.stream, e.id) for p in [*self._partitions.values(), *self._in_flight] for e in p.entries}
         fresh: list[StreamEntry] = []
         already: list[StreamEntry] = []
         for entry in entries:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from common.codec import CodecError, decode_columns, decode_fields, encode
 from common.streams import PAYLOAD_FIELD, StreamKeys
+from consumers.reader import read_books
 from consumers.runner import ConsumerRunner, StreamEntry, Worker, decode_entries, next_count
 from tests.test_archiver import MIDNIGHT_MS, snapshot
 from tests.test_cache import publish, wait_until
@@ -100,3 +101,32 @@ async def test_a_backlog_over_many_streams_comes_in_bounded_batches_each_entry_o
     assert {fields[b"stream"].decode() for _, fields in letters} == {stream}
     assert (await client.xpending(stream, "recorder"))["pending"] == 0
     await client.aclose()
+
+
+async def test_a_failed_background_write_is_merged_back_ahead_of_newer_rows(tmp_path, monkeypatch):
+    """Full buffers are written in the background; when that write fails, its rows go back in front of the rows
+    buffered since, and the next write holds them all once, in order."""
+    import consumers.archiver as module
+
+    real_rename, failures = module.os.rename, []
+
+    def failing_once(src, dst):
+        if str(dst).endswith(".parquet") and not failures:
+            failures.append(dst)
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(module.os, "rename", failing_once)
+    archiver = module.ParquetArchiver(tmp_path, consumer="one", rows_per_file=10, max_file_age=3600)
+    books = [snapshot("deribit", "BTC/USD:BTC", seq, ts_ms=MIDNIGHT_MS + seq) for seq in range(1, 26)]
+    entries = [StreamEntry(KEYS.book_stream("deribit", b.symbol), f"{n + 1}-0".encode(), None, encode(b))
+               for n, b in enumerate(books)]
+    durable = [*await archiver.handle(entries[:12])]  # full: its write starts in the background and fails
+    durable += await archiver.handle(entries[12:15])  # buffered next to the failed write's rows once they are back
+    durable += await archiver.flush()  # waits for the background write
+    assert failures and archiver.stats.write_errors == 1 and archiver.stats.rows_buffered == 15
+    durable += await archiver.handle(entries[15:])
+    durable += await archiver.drain()
+    assert sorted(entry.id for entry in durable) == sorted(entry.id for entry in entries)
+    frame = read_books(tmp_path, exchange="deribit", symbol="BTC/USD:BTC")
+    assert frame["seq"].tolist() == list(range(1, 26))
