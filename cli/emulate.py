@@ -28,8 +28,8 @@ def emulate(exchanges: tuple[str, ...], host: str, port: int, seed: int, update_
     """Serve an offline exchange that unmodified ccxt.pro streams order books from.
 
     Speaks the exchange's public REST and WebSocket API on HOST:PORT with seeded random-walk books, and a
-    JSON control API under /_emulator/ (pause, resume, close, abort, skip, malformed, stall,
-    fail_subscribe, shift, rate, book, instruments, stats). Runs until Ctrl-C / SIGTERM.
+    JSON control API under /_emulator/ (pause, resume, close, abort, skip, bad_checksum, malformed,
+    stall, fail_subscribe, shift, list, delist, rate, book, instruments, stats). Runs until Ctrl-C / SIGTERM.
 
     \b
     Example:

@@ -9,6 +9,7 @@
     POST /_emulator/{exchange}/skip?instrument=X
     POST /_emulator/{exchange}/bad_checksum?instrument=X       (exchanges whose books carry a checksum: okx)
     POST /_emulator/{exchange}/shift?instrument=X&offset=-150.5
+    POST /_emulator/{exchange}/list?instrument=X | delist?instrument=X  (deribit: a new listing / an expiry)
     POST /_emulator/{exchange}/rate?update_interval=0.01[&burst=5]
 
 Parameters come from the query string or a JSON object body. Bad input -> 400 ``{"error": "..."}``.
@@ -82,6 +83,8 @@ ACTIONS: dict[str, Action] = {
     "skip": lambda em, p: em.skip_sequence(_required(p, "instrument")),
     "bad_checksum": lambda em, p: em.bad_checksum(_required(p, "instrument")),
     "shift": lambda em, p: em.shift_price(_required(p, "instrument"), _number(p, "offset", float)),
+    "list": lambda em, p: em.set_listed(_required(p, "instrument"), True),
+    "delist": lambda em, p: em.set_listed(_required(p, "instrument"), False),
     "rate": lambda em, p: em.set_rate(_number(p, "update_interval", float, None),
                                       _number(p, "burst", int, None)),
 }

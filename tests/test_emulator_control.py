@@ -45,11 +45,21 @@ async def test_control_api_drives_the_emulator(emulator: EmulatorServer) -> None
         assert (emulator.emulators["deribit"].update_interval, emulator.emulators["deribit"].burst) == (0.02, 4)
         async with session.get(control + "instruments") as resp:
             assert (await resp.json())["instruments"] == emulator.instruments("deribit")
+        listed = emulator.url + "/api/v2/public/get_instruments?currency=ETH"
+        async with session.post(control + "delist", params={"instrument": "ETH-PERPETUAL"}) as resp:
+            assert resp.status == 200
+        async with session.get(listed) as resp:
+            assert "ETH-PERPETUAL" not in {i["instrument_name"] for i in (await resp.json())["result"]}
+        async with session.post(control + "list", params={"instrument": "ETH-PERPETUAL"}) as resp:
+            assert resp.status == 200
+        async with session.get(listed) as resp:
+            assert "ETH-PERPETUAL" in {i["instrument_name"] for i in (await resp.json())["result"]}
 
 
 @pytest.mark.parametrize("method, path, params, status", [
     ("POST", "deribit/skip", {"instrument": "NOPE"}, 400),
     ("POST", "deribit/skip", {}, 400),
+    ("POST", "deribit/delist", {"instrument": "NOPE"}, 400),
     ("POST", "deribit/stall", {"on": "maybe"}, 400),
     ("POST", "deribit/fail_subscribe", {"count": "many"}, 400),
     ("POST", "deribit/rate", {"burst": "0"}, 400),
