@@ -23,6 +23,7 @@ raises :class:`CodecError` and nothing else.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from itertools import chain
@@ -37,6 +38,7 @@ SCHEMA_VERSION = 1
 _REQUIRED = ("exchange", "symbol", "ts", "seq", "bids", "asks")
 _FLOAT64 = np.dtype("<f8")
 _PAIRS: dict[int, struct.Struct] = {}  # level count -> its little-endian float64 layout
+_PACKERS = threading.local()  # one reusable msgpack.Packer per thread (packb allocates a new one per call)
 
 
 class CodecError(ValueError):
@@ -80,52 +82,42 @@ def encode_fields(
     asks: Iterable[Sequence[float]],
 ) -> bytes:
     """Encode one snapshot from plain values (no dataclass needed)."""
-    return _pack_map(exchange, symbol, market_type, ts_ms, recv_ns, exchange_seq, seq, resync,
-                     pack_levels(bids), pack_levels(asks))
+    return encode_packed(PackedSnapshot(symbol, exchange, market_type, ts_ms, recv_ns, exchange_seq, seq, resync,
+                                        pack_levels(bids), pack_levels(asks)))
 
 
 def encode_packed(packed: PackedSnapshot) -> bytes:
     """Encode a :class:`PackedSnapshot` (the producer's hot path: its level blocks already are the wire's)."""
-    return _pack_map(packed.exchange, packed.symbol, packed.market_type, packed.timestamp_ms, packed.receive_ts_ns,
-                     packed.exchange_seq, packed.seq, packed.resync, packed.bids_block, packed.asks_block)
+    packer = getattr(_PACKERS, "packer", None)
+    if packer is None:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack({
+        "v": SCHEMA_VERSION,
+        "exchange": packed.exchange,
+        "symbol": packed.symbol,
+        "type": packed.market_type,
+        "ts": int(packed.timestamp_ms),
+        "recv_ns": int(packed.receive_ts_ns),
+        "xseq": None if packed.exchange_seq is None else int(packed.exchange_seq),
+        "seq": int(packed.seq),
+        "resync": bool(packed.resync),
+        "bids": packed.bids_block,
+        "asks": packed.asks_block,
+    })
 
 
-def _pack_map(
-    exchange: str, symbol: str, market_type: str, ts_ms: int, recv_ns: int, exchange_seq: Optional[int], seq: int,
-    resync: bool, bids_block: bytes, asks_block: bytes,
-) -> bytes:
-    return msgpack.packb(
-        {
-            "v": SCHEMA_VERSION,
-            "exchange": exchange,
-            "symbol": symbol,
-            "type": market_type,
-            "ts": int(ts_ms),
-            "recv_ns": int(recv_ns),
-            "xseq": None if exchange_seq is None else int(exchange_seq),
-            "seq": int(seq),
-            "resync": bool(resync),
-            "bids": bids_block,
-            "asks": asks_block,
-        },
-        use_bin_type=True,
+def pack_snapshot(snapshot: OrderbookSnapshot) -> PackedSnapshot:
+    """The :class:`PackedSnapshot` of an :class:`OrderbookSnapshot` (levels packed as the wire's blocks)."""
+    return PackedSnapshot(
+        snapshot.symbol, snapshot.exchange, snapshot.market_type, datetime_to_ms(snapshot.timestamp),
+        snapshot.receive_ts_ns, snapshot.exchange_seq, snapshot.seq, snapshot.resync,
+        pack_levels(snapshot.bids), pack_levels(snapshot.asks),
     )
 
 
 def encode(snapshot: OrderbookSnapshot) -> bytes:
     """Encode an :class:`OrderbookSnapshot` to the wire format."""
-    return encode_fields(
-        exchange=snapshot.exchange,
-        symbol=snapshot.symbol,
-        market_type=snapshot.market_type,
-        ts_ms=datetime_to_ms(snapshot.timestamp),
-        recv_ns=snapshot.receive_ts_ns,
-        exchange_seq=snapshot.exchange_seq,
-        seq=snapshot.seq,
-        resync=snapshot.resync,
-        bids=snapshot.bids,
-        asks=snapshot.asks,
-    )
+    return encode_packed(pack_snapshot(snapshot))
 
 
 def decode_fields(data: bytes) -> dict[str, Any]:

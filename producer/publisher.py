@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Optional
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from common.codec import CodecError, decode_fields, encode, encode_packed
+from common.codec import CodecError, decode_fields, encode_packed, pack_snapshot
 from common.markets import MarketInfo
 from common.model import OrderbookSnapshot, PackedSnapshot
 from common.streams import PAYLOAD_FIELD, StreamKeys
@@ -117,26 +117,22 @@ class RedisPublisher:
 
     def publish(self, snapshot: OrderbookSnapshot) -> None:
         """Queue one snapshot for publishing (sync, non-blocking; usable as a collector listener)."""
-        self._mark_gap(snapshot)
-        self._enqueue(snapshot.symbol, snapshot.seq, encode(snapshot))
+        packed = pack_snapshot(snapshot)
+        self.publish_packed(packed)
+        snapshot.resync = packed.resync
 
     def publish_packed(self, packed: PackedSnapshot) -> None:
         """:meth:`publish` for the collector's packed form (``collector.add_listener(..., packed=True)``)."""
-        self._mark_gap(packed)
-        self._enqueue(packed.symbol, packed.seq, encode_packed(packed))
-
-    def _mark_gap(self, snapshot: OrderbookSnapshot | PackedSnapshot) -> None:
-        if self._needs_resync and snapshot.symbol in self._needs_resync:
-            self._needs_resync.discard(snapshot.symbol)
-            snapshot.resync = True  # entries of this symbol were dropped before it: mark the gap
-
-    def _enqueue(self, symbol: str, seq: int, payload: bytes) -> None:
+        symbol = packed.symbol
+        if self._needs_resync and symbol in self._needs_resync:
+            self._needs_resync.discard(symbol)
+            packed.resync = True  # entries of this symbol were dropped before it: mark the gap
         stream = self._stream_of.get(symbol)
         if stream is None:
             stream = self._stream_of[symbol] = self.keys.book_stream(self.shard, symbol)
         if len(self._buffer) >= self.max_buffer:
             self._drop_oldest()
-        self._buffer.append((stream, seq, payload))
+        self._buffer.append((stream, packed.seq, encode_packed(packed)))
         self._wakeup.set()
 
     def _drop_oldest(self) -> None:
