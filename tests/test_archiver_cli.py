@@ -85,10 +85,11 @@ async def wait_joined(client: aioredis.Redis, *consumers: str) -> None:
 
 
 async def publish_paced(redis_url: str, books: list[OrderbookSnapshot], chunk: int = 150) -> None:
-    """Publish in chunks, so that several running archivers each get a share."""
+    """Publish in chunks over a few seconds, so that several running archivers each get a share and still receive
+    entries once both have written files (publishing done by then leaves nothing pending to kill)."""
     for begin in range(0, len(books), chunk):
         await publish(redis_url, books[begin:begin + chunk])
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
 
 
 async def wait_pending(client: aioredis.Redis, consumer: str) -> None:
