@@ -249,7 +249,8 @@ class ParquetArchiver(Worker):
             durable.extend(already)
         columns = decode_entries(entries)
         grouped = self._group(columns)
-        blocks = [(key, _Block.build(entries, columns, rows, self.schema, self.depth)) for key, rows in grouped.items()]  # may raise
+        blocks = [(key, _Block.build(entries, columns, rows, self.schema, self.depth))  # may raise: nothing changed yet
+                  for key, rows in grouped.items()]
         for entry in entries:  # buffered until acked: only stream and id are needed from here on
             entry.release()
         for key, block in blocks:

@@ -401,7 +401,8 @@ class ConsumerRunner:
                     got_any = False
                     for chunk in chunks:
                         in_flight, ahead = ahead, None
-                        reply = await (in_flight or read(chunk, None if pending_first or len(chunks) > 1 else self.block_ms))
+                        block = None if pending_first or len(chunks) > 1 else self.block_ms
+                        reply = await (in_flight or read(chunk, block))
                         if pending_first:
                             for stream, items in _by_stream(reply):
                                 if items:
@@ -496,7 +497,8 @@ class ConsumerRunner:
         for stream, entry_id, data in raw:
             payload = _payload(data)
             if payload is None:
-                poison.append((stream, entry_id, b"", f"no {PAYLOAD_FIELD.decode()!r} field (fields: {_field_names(data)})"))
+                reason = f"no {PAYLOAD_FIELD.decode()!r} field (fields: {_field_names(data)})"
+                poison.append((stream, entry_id, b"", reason))
             else:
                 entries.append(StreamEntry(stream, entry_id, None, payload, redelivered))
         if not self.worker.decodes_batches:
