@@ -47,11 +47,17 @@ class DeribitStream(GuardedClients, ccxt.pro.deribit):
         self.last_change_id: dict[str, int] = {}
         self.fresh_books: set[str] = set()  # symbols rebuilt from a snapshot since the collector last looked
         self.pending_subscribes: dict[Any, list[tuple[str, str]]] = {}  # request id -> [(channel, hash)]
+        self.symbol_of_id: dict[str, str] = {}  # instrument name -> unified symbol (safe_symbol is costly)
+
+    def set_markets(self, markets, currencies=None):
+        self.symbol_of_id = {}  # a market reload may map names anew
+        return super().set_markets(markets, currencies)
 
     def watch_multiple(self, url, message_hashes, message=None, subscribe_hashes=None, subscription=None):
         """Remember which channels each subscribe request carries, to route an error reply to them."""
         if isinstance(message, dict) and message.get("method") == "public/subscribe" and subscribe_hashes:
-            known = self.client(url).subscriptions
+            client = (self.clients or {}).get(url)
+            known = client.subscriptions if client is not None else {}
             if any(channel not in known for channel in subscribe_hashes):
                 self.pending_subscribes[message.get("id")] = list(zip(subscribe_hashes, message_hashes))
         return super().watch_multiple(url, message_hashes, message, subscribe_hashes, subscription)
@@ -79,7 +85,10 @@ class DeribitStream(GuardedClients, ccxt.pro.deribit):
     def handle_order_book(self, client, message):
         params = message["params"]
         data = params["data"]
-        symbol = self.safe_symbol(data.get("instrument_name"))
+        name = data.get("instrument_name")
+        symbol = self.symbol_of_id.get(name)
+        if symbol is None:
+            symbol = self.symbol_of_id[name] = self.safe_symbol(name)
         change_id = data.get("change_id")
         last_change_id = self.last_change_id.get(symbol)
         if data.get("type") == "snapshot":
