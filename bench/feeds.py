@@ -210,7 +210,7 @@ async def run_timed_worker(args: argparse.Namespace) -> None:
     from common.redis_client import async_client
     from consumers.archiver import ParquetArchiver
     from consumers.cache import LatestBookCache
-    from consumers.runner import ConsumerRunner, tune_gc
+    from consumers.runner import ConsumerRunner, decode_entries, tune_gc
 
     seen = array("q")
     stamps: dict[tuple[str, bytes], tuple[int, int]] = {}  # entry -> (xseq, the producer's receive time)
@@ -224,8 +224,8 @@ async def run_timed_worker(args: argparse.Namespace) -> None:
 
     class Timed(LatestBookCache if args.kind == "cache" else ParquetArchiver):
         async def handle(self, entries):
-            for entry in entries:
-                stamps[(entry.stream, entry.id)] = (entry.fields["xseq"], entry.fields["recv_ns"])
+            columns = decode_entries(entries)  # in bulk, as the workers decode (entry.fields would decode one by one)
+            stamps.update(zip([(entry.stream, entry.id) for entry in entries], zip(columns.xseq, columns.recv_ns)))
             durable = list(await super().handle(entries))
             note(durable)
             return durable
