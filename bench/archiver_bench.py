@@ -24,7 +24,8 @@ import redis.asyncio as aioredis
 from common.codec import encode_fields
 from common.streams import PAYLOAD_FIELD, StreamKeys
 from consumers.archiver import ParquetArchiver
-from consumers.runner import ConsumerRunner, StreamEntry, tune_gc
+from common.runtime import tune_gc
+from consumers.runner import ConsumerRunner, StreamEntry
 
 SHARD = "bench"
 DAY_START_MS = 1_731_715_200_000  # 2024-11-16T00:00:00Z

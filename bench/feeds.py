@@ -210,7 +210,8 @@ async def run_timed_worker(args: argparse.Namespace) -> None:
     from common.redis_client import async_client
     from consumers.archiver import ParquetArchiver
     from consumers.cache import LatestBookCache
-    from consumers.runner import ConsumerRunner, decode_entries, tune_gc
+    from common.runtime import tune_gc
+    from consumers.runner import ConsumerRunner, decode_entries
 
     seen = array("q")
     stamps: dict[tuple[str, bytes], tuple[int, int]] = {}  # entry -> (xseq, the producer's receive time)

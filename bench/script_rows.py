@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from bench import archiver_bench, storage_bench
 from bench.harness import Row, redis_server, scratch_dir
-from consumers.runner import tune_gc
+from common.runtime import tune_gc
 
 ROWS_TARGET = 100_000
 RATIO_TARGET = 0.7

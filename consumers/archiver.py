@@ -56,7 +56,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from common.codec import SnapshotColumns
-from consumers.runner import StreamEntry, Worker, decode_entries, tune_gc
+from common.runtime import tune_gc
+from consumers.runner import StreamEntry, Worker, decode_entries
 
 log = logging.getLogger(__name__)
 

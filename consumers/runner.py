@@ -11,7 +11,6 @@ with the reason and is acked, so one poison entry never stalls a stream.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from common.codec import CodecError, SnapshotColumns, decode_columns, decode_fields
 from common.redis_client import async_client, redact
+from common.runtime import tune_gc
 from common.streams import PAYLOAD_FIELD, StreamKeys
 
 log = logging.getLogger(__name__)
@@ -197,14 +197,6 @@ def _trimmed_before_read(info: dict, group: Optional[dict]) -> int:
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def tune_gc() -> None:
-    """Long-running consumers: move start-up objects out of the collector's view and collect less
-    often (measured: the default GC made a decode-and-keep loop ~4x slower)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _raw_reader(redis: Any) -> Optional[aioredis.Redis]:

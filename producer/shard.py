@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from common.config import ConfigError, StreamConfig, check_exchange_id
 from common.streams import StreamKeys, shard_tag
 from common.redis_client import async_client, check_url, redact
-from consumers.runner import tune_gc
+from common.runtime import tune_gc
 from producer.collector import CCXTProCollector
 from producer.lease import SymbolLeases
 from producer.publisher import RedisPublisher
