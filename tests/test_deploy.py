@@ -42,13 +42,18 @@ def test_compose_services_and_volumes():
     assert services["archiver"]["deploy"]["replicas"] == 2
     assert {"redis-data", "archive"} <= set(COMPOSE["volumes"])
     for name, svc in IMAGE_SERVICES.items():
+        if svc["command"][0] == "produce":  # every producer journals to its own volume while Redis is down
+            spool = svc["command"][svc["command"].index("--spool-dir") + 1]
+            assert any(v.endswith(f":{spool}") and v.split(":")[0] in COMPOSE["volumes"] for v in svc["volumes"]), name
+    for name, svc in IMAGE_SERVICES.items():
         assert svc["environment"]["REDIS_URL"].startswith("redis://redis:"), name
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
 
 
 @pytest.mark.parametrize("name", sorted(IMAGE_SERVICES))
 def test_compose_commands_are_valid_cli_invocations(name, tmp_path):
-    check_config(IMAGE_SERVICES[name]["command"], {"/config": str(ROOT / "deploy" / "shards"), "/archive": str(tmp_path)})
+    check_config(IMAGE_SERVICES[name]["command"], {"/config": str(ROOT / "deploy" / "shards"), "/archive": str(tmp_path),
+                                                   "/spool": str(tmp_path / "spool")})
 
 
 def test_prometheus_scrapes_every_collector_service():
@@ -86,7 +91,8 @@ def test_kubernetes_manifests(tmp_path):
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
             assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "redis"
-            check_config(container["args"], {"/config": str(shard_dir), "/archive": str(tmp_path / "archive")})
+            check_config(container["args"], {"/config": str(shard_dir), "/archive": str(tmp_path / "archive"),
+                                             "/spool": str(tmp_path / "spool")})
 
 
 def test_dockerfile_installs_every_package_with_pinned_dependencies():
