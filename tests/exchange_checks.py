@@ -189,15 +189,19 @@ async def start_collector(server: EmulatorServer, exchange: str, errors: list, *
     return collector
 
 
-async def subscribe_everything(collector: CCXTProCollector, at_least: int) -> float:
-    """Subscribe every listed future and option; wait for all first books; returns the seconds it took."""
+async def subscribe_everything(collector: CCXTProCollector, at_least: int, seconds_per_symbol: float = 0.0) -> float:
+    """Subscribe every listed future and option; wait for all first books (``seconds_per_symbol`` more per symbol
+    where ccxt paces subscriptions itself); print and return the seconds it took."""
     started = time.monotonic()
     await collector.subscribe_futures(collector.get_available_futures())
     await collector.subscribe_options(collector.get_available_options())
     count = len(collector.subscribed_symbols())
     assert count >= at_least
-    await wait_until(lambda: len(collector.orderbooks) == count, what=f"{count} first books")
-    return time.monotonic() - started
+    await wait_until(lambda: len(collector.orderbooks) == count, timeout=max(DEADLINE, count * seconds_per_symbol),
+                     what=f"{count} first books")
+    seconds = time.monotonic() - started
+    print(f"\n{collector.exchange_id}: {count} symbols streaming after {seconds:.1f} s")
+    return seconds
 
 
 def run_emulate_cli(exchange: str) -> None:

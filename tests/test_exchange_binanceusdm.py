@@ -5,7 +5,6 @@ refused subscribes and 100+ symbols on one connection."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -16,7 +15,7 @@ import pytest
 from emulator import EmulatorServer
 from producer import CCXTProCollector, SequenceGapError
 from tests.exchange_checks import (  # noqa: F401 - server, errors, collector are fixtures
-    malformed_frame_is_dropped, recover_after_stall, refused_subscribe_recovers, DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, wait_until,
+    malformed_frame_is_dropped, recover_after_stall, refused_subscribe_recovers, DEADLINE, assert_books_equal_server, assert_raw_books_equal_server, collector, errors, native_id, raw_client_fixture, recover_after_disconnect, resync_after, run_emulate_cli, server, start_collector, subscribe_everything, wait_until,
 )
 
 EXCHANGE = "binanceusdm"
@@ -148,14 +147,8 @@ async def test_collector_recovers_after_a_stall(server: EmulatorServer) -> None:
 async def test_more_than_a_hundred_symbols_subscribe_in_bounded_time(server: EmulatorServer, errors: list) -> None:
     collector = await start_collector(server, EXCHANGE, errors)
     try:
-        symbols = collector.get_available_futures()
-        assert len(symbols) >= 100
-        started = time.monotonic()
-        await collector.subscribe_futures(symbols)
         # one REST snapshot per symbol, paced by ccxt's rate limiter (depth weight 2 -> 0.1 s each)
-        await wait_until(lambda: len(collector.orderbooks) == len(symbols), timeout=len(symbols) * 0.3,
-                         what=f"{len(symbols)} first books")
-        print(f"\nbinanceusdm: {len(symbols)} symbols streaming after {time.monotonic() - started:.1f} s")
+        await subscribe_everything(collector, at_least=100, seconds_per_symbol=0.3)
         assert server.stats(EXCHANGE)["subscribe_requests"] == 2, "one SUBSCRIBE per market type"
         assert len(collector.exchange.clients) == 1
         assert not errors
