@@ -33,6 +33,11 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def comma_separated(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    """Click callback for repeatable options that also take comma-separated items: ``--futures BTC,ETH``."""
+    return [item.strip() for raw in value for item in raw.split(",") if item.strip()]
+
+
 def parse_exchange_config(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
     """Click callback: ``--exchange-config FILE_OR_JSON`` -> dict."""
     if not value:

@@ -7,22 +7,18 @@ import signal
 
 import click
 
-from cli.options import exchange_config_option, logging_options, metrics_options, redis_url_option, user_errors
+from cli.options import comma_separated, exchange_config_option, logging_options, metrics_options, redis_url_option, user_errors
 from common.config import load_mapping
-from common.redis_client import async_client, redact
-
-
-def _csv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
-    return [item.strip() for raw in value for item in raw.split(",") if item.strip()]
+from common.redis_client import async_client, ensure_reachable, redact
 
 
 @click.command()
 @click.option("--config", "config_file", metavar="FILE", help="Shard YAML/JSON; flags given on the command line override it.")
 @click.option("--exchange", help="ccxt exchange id, e.g. deribit, okx, binanceusdm.")
 @click.option("--shard", help="Shard name (default: the currencies, e.g. 'btc'); the stream hash tag is EXCHANGE.SHARD.")
-@click.option("--futures", multiple=True, callback=_csv, metavar="BASES", help="Stream all futures + perpetuals of these bases (BTC,ETH).")
-@click.option("--options", multiple=True, callback=_csv, metavar="BASES", help="Stream the option chains of these bases.")
-@click.option("--symbols", multiple=True, callback=_csv, metavar="SYMBOLS", help="Explicit symbols (unified or native ids), comma separated.")
+@click.option("--futures", multiple=True, callback=comma_separated, metavar="BASES", help="Stream all futures + perpetuals of these bases (BTC,ETH).")
+@click.option("--options", multiple=True, callback=comma_separated, metavar="BASES", help="Stream the option chains of these bases.")
+@click.option("--symbols", multiple=True, callback=comma_separated, metavar="SYMBOLS", help="Explicit symbols (unified or native ids), comma separated.")
 @click.option("--expiry", help="Options expiry filter: DEC26 (month), 25DEC26 (day) or 2026-12-25.")
 @click.option("--option-type", type=click.Choice(["C", "P", "call", "put"], case_sensitive=False), help="Only calls or puts.")
 @click.option("--limit", type=int, help="Order-book levels per snapshot (default 20).")
@@ -105,12 +101,8 @@ async def _run(config, demo: bool, metrics_port: int, metrics_host: str) -> None
 
 async def _check_redis(url: str) -> None:
     """Fail fast, in bounded time, with one clear line when Redis is unreachable."""
-    from redis.exceptions import RedisError
-
     client = async_client(url, socket_timeout=5)
     try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        raise OSError(f"cannot reach Redis at {redact(url)}: {exc}") from None
+        await ensure_reachable(client, url)
     finally:
         await client.aclose()

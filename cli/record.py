@@ -10,22 +10,18 @@ from typing import Any, Optional
 import click
 
 from cli.markets import demo_exchange_config
-from cli.options import UsageFailure, exchange_config_option, user_errors
+from cli.options import UsageFailure, comma_separated, exchange_config_option, user_errors
 from common.config import StreamConfig
 
 REFRESH_PER_SECOND = 2
 MAX_TABLE_ROWS = 40
 
 
-def _csv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
-    return [item.strip() for raw in value for item in raw.split(",") if item.strip()]
-
-
 @click.command()
 @click.option("--exchange", default="deribit", show_default=True, help="ccxt exchange id.")
-@click.option("--futures", multiple=True, callback=_csv, metavar="BASES", help="All futures + perpetuals of these bases (BTC,ETH).")
-@click.option("--options", multiple=True, callback=_csv, metavar="BASES", help="The option chains of these bases.")
-@click.option("--symbols", multiple=True, callback=_csv, metavar="SYMBOLS", help="Explicit symbols (unified or native ids).")
+@click.option("--futures", multiple=True, callback=comma_separated, metavar="BASES", help="All futures + perpetuals of these bases (BTC,ETH).")
+@click.option("--options", multiple=True, callback=comma_separated, metavar="BASES", help="The option chains of these bases.")
+@click.option("--symbols", multiple=True, callback=comma_separated, metavar="SYMBOLS", help="Explicit symbols (unified or native ids).")
 @click.option("--expiry", help="Options expiry filter: DEC26 (month), 25DEC26 (day), 2026-12-25 or 261225.")
 @click.option("--option-type", type=click.Choice(["C", "P", "call", "put"], case_sensitive=False), help="Only calls or puts.")
 @click.option("--out", "out_dir", default="data/raw/orderbooks", show_default=True, type=click.Path(file_okay=False),

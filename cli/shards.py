@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from cli.options import exchange_config_option, user_errors
-from cli.produce import _csv
+from cli.options import comma_separated, exchange_config_option, user_errors
 
 
 @click.group()
@@ -19,8 +18,8 @@ def shards() -> None:
 
 @shards.command()
 @click.option("--exchange", required=True, help="ccxt exchange id, e.g. deribit.")
-@click.option("--futures", multiple=True, callback=_csv, metavar="BASES", help="Bases whose futures + perpetuals to cover (BTC,ETH).")
-@click.option("--options", multiple=True, callback=_csv, metavar="BASES", help="Bases whose option chains to cover.")
+@click.option("--futures", multiple=True, callback=comma_separated, metavar="BASES", help="Bases whose futures + perpetuals to cover (BTC,ETH).")
+@click.option("--options", multiple=True, callback=comma_separated, metavar="BASES", help="Bases whose option chains to cover.")
 @click.option("--max-symbols", type=click.IntRange(min=1), default=500, show_default=True,
               help="At most this many symbols per shard (one producer process each).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write one shard YAML per shard into this directory.")
