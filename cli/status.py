@@ -46,10 +46,11 @@ def status(redis_url: str, watch: bool, interval: float, as_json: bool, stale_af
 
 
 async def _status(redis_url: str, watch: bool, interval: float, as_json: bool, stale_after: float) -> None:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+    from common.redis_client import async_client
+
+    client = async_client(redis_url, socket_connect_timeout=3, socket_timeout=10)
     console = Console()
     try:
         try:

@@ -55,3 +55,13 @@ def sync_client(url: str, **kwargs: Any) -> SyncClient:
     if is_cluster(url):
         return redis.RedisCluster.from_url(_plain(url), **kwargs)
     return redis.Redis.from_url(url, **kwargs)
+
+
+async def ensure_reachable(client: AsyncClient, url: str) -> None:
+    """PING ``client``; if Redis does not answer, raise OSError with one clear line (password masked)."""
+    from redis.exceptions import RedisError
+
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise OSError(f"cannot reach Redis at {redact(url)}: {exc}") from None

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from common.codec import CodecError, SnapshotColumns, decode_columns, decode_fields
-from common.redis_client import async_client, redact
+from common.redis_client import async_client, ensure_reachable
 from common.runtime import tune_gc
 from common.streams import PAYLOAD_FIELD, StreamKeys
 
@@ -627,10 +627,7 @@ async def serve(
     client = async_client(redis_url)
     server = None
     try:
-        try:
-            await client.ping()
-        except (RedisError, OSError) as exc:
-            raise OSError(f"cannot reach Redis at {redact(redis_url)}: {exc}") from None
+        await ensure_reachable(client, redis_url)
         runner = ConsumerRunner(client, worker, shards=shards, **runner_options)
         sources = [RunnerMetrics(runner), ConsumerLagMetrics(client, runner.group, keys=runner.keys,
                                                              shards=runner.shard_filter), *worker.metric_sources()]

@@ -7,6 +7,9 @@ archive holds every published snapshot exactly once while the cache holds every 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -80,3 +83,7 @@ async def test_two_shards_on_a_cluster(cluster, emulator, tmp_path):
     frame = read_books(archive_dir)
     for symbol, seqs in published.items():
         assert frame.loc[frame["symbol"] == symbol, "seq"].tolist() == seqs, symbol
+    status = subprocess.run([sys.executable, "-m", "cli", "status", "--json", "--redis-url", cluster.url],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert {s["shard"] for s in json.loads(status.stdout)["shards"]} == {"deribit.btc", "deribit.eth"}
